@@ -1,0 +1,227 @@
+"""ConfigDict -> validated, frozen dataclasses: the only door between configs and code.
+
+`configs/<family>.py:get_config(arg)` returns an `ml_collections.ConfigDict`; `from_config_dict`
+checks every key and value *before any JAX work* and returns an `ExperimentConfig`. Every error is
+one line naming the dotted key and the bad value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from typing import Any
+
+POSITION_SCHEMES = ("absolute", "rotary", "relative", "position_only", "uniform")
+COMPUTE_DTYPES = ("float32", "bfloat16")
+SCHEDULES = ("cosine", "linear", "constant")
+MODES = ("train", "eval", "probe", "sample")
+
+
+class ConfigError(ValueError):
+    """A bad config value; the message names the dotted key and the value."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """GPT-2 shape and numerics. d_mlp=0 means 4*d_model; vocab_size=0 means the task's."""
+
+    num_layers: int = 12
+    num_heads: int = 12
+    d_model: int = 768
+    d_mlp: int = 0
+    vocab_size: int = 0
+    max_len: int = 1024
+    pos: str = "absolute"
+    rel_max_distance: int = 128  # `relative` / `position_only`: distances are clipped here
+    rope_base: float = 10_000.0
+    dropout: float = 0.0
+    tie_embeddings: bool = True
+    compute_dtype: str = "float32"  # parameters and optimizer state are always float32
+    remat: bool = False
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_heads
+
+    @property
+    def mlp_dim(self) -> int:
+        return self.d_mlp or 4 * self.d_model
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with warmup then decay to `final_lr_frac * lr`."""
+
+    lr: float = 3e-4
+    b1: float = 0.9
+    b2: float = 0.98
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    warmup_steps: int = 1000
+    schedule: str = "linear"
+    final_lr_frac: float = 0.0
+    grad_clip: float = 1.0  # global-norm clip; 0 disables
+    grad_accum: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 96
+    num_steps: int = 100_000
+    log_every: int = 50
+    eval_every: int = 1000
+    eval_batches: int = 4
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    peak_flops_per_device: float = 0.0  # 0 = look the device kind up; unknown -> MFU "n/a"
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """Device mesh shape. One entry may be -1 (= all remaining devices)."""
+
+    data: int = -1
+    fsdp: int = 1
+    tensor: int = 1
+    distributed: bool = False  # call jax.distributed.initialize() (multi-host pods)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskConfig:
+    """Which data family and its keyword arguments (validated by the task's own constructor)."""
+
+    name: str = "cfg"
+    kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    mode: str = "train"
+    seed: int = 0
+    task: TaskConfig = dataclasses.field(default_factory=TaskConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # eval/probe sections
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True, default=_jsonable)
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, Mapping):
+        return dict(x)
+    if isinstance(x, tuple | set):
+        return list(x)
+    raise TypeError(f"not JSON-able: {x!r}")
+
+
+_SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "optim": OptimConfig,
+    "train": TrainConfig,
+    "mesh": MeshConfig,
+}
+EXTRA_SECTIONS = ("eval", "probe", "sample")  # free-form sections read by their modes
+
+
+def _to_dict(cd: Any) -> dict:
+    return cd.to_dict() if hasattr(cd, "to_dict") else dict(cd)
+
+
+def _build_section(name: str, cls: type, raw: Mapping[str, Any]) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in fields:
+            raise ConfigError(f"unknown config key {name}.{key}={value!r}; "
+                              f"known: {', '.join(sorted(fields))}")
+        default = getattr(cls(), key)
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            value = float(value) if ok else value
+        else:
+            ok = isinstance(value, type(default))
+        if not ok:
+            raise ConfigError(f"{name}.{key}={value!r}: expected {type(default).__name__}")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _require(cond: bool, key: str, value: Any, why: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key}={value!r}: {why}")
+
+
+def _check_model(m: ModelConfig) -> None:
+    for k in ("num_layers", "num_heads", "d_model", "max_len"):
+        _require(getattr(m, k) >= 1, f"model.{k}", getattr(m, k), "must be >= 1")
+    _require(m.d_model % m.num_heads == 0, "model.num_heads", m.num_heads,
+             f"must divide model.d_model={m.d_model}")
+    _require(m.pos in POSITION_SCHEMES, "model.pos", m.pos, f"must be one of {POSITION_SCHEMES}")
+    _require(m.pos != "rotary" or m.head_dim % 2 == 0, "model.d_model", m.d_model,
+             "rotary needs an even head dim")
+    _require(m.compute_dtype in COMPUTE_DTYPES, "model.compute_dtype", m.compute_dtype,
+             f"must be one of {COMPUTE_DTYPES}")
+    _require(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "must be in [0, 1)")
+    _require(m.d_mlp >= 0 and m.vocab_size >= 0, "model.d_mlp/vocab_size", (m.d_mlp, m.vocab_size),
+             "must be >= 0 (0 = default)")
+    _require(m.rel_max_distance >= 1, "model.rel_max_distance", m.rel_max_distance, "must be >= 1")
+
+
+def _check_optim(o: OptimConfig, t: TrainConfig) -> None:
+    _require(o.lr > 0, "optim.lr", o.lr, "must be > 0")
+    _require(0 <= o.b1 < 1 and 0 <= o.b2 < 1, "optim.b1/b2", (o.b1, o.b2), "must be in [0, 1)")
+    _require(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "must be >= 0")
+    _require(o.schedule in SCHEDULES, "optim.schedule", o.schedule, f"must be one of {SCHEDULES}")
+    _require(0 <= o.final_lr_frac <= 1, "optim.final_lr_frac", o.final_lr_frac, "must be in [0, 1]")
+    _require(0 <= o.warmup_steps <= t.num_steps, "optim.warmup_steps", o.warmup_steps,
+             f"must be in [0, train.num_steps={t.num_steps}]")
+    _require(o.grad_clip >= 0, "optim.grad_clip", o.grad_clip, "must be >= 0 (0 disables)")
+    _require(o.grad_accum >= 1 and t.batch_size % o.grad_accum == 0, "optim.grad_accum",
+             o.grad_accum, f"must be >= 1 and divide train.batch_size={t.batch_size}")
+
+
+def _check_train(t: TrainConfig) -> None:
+    for k in ("batch_size", "num_steps", "log_every", "eval_every", "checkpoint_every",
+              "keep_checkpoints"):
+        _require(getattr(t, k) >= 1, f"train.{k}", getattr(t, k), "must be >= 1")
+    _require(t.eval_batches >= 0, "train.eval_batches", t.eval_batches, "must be >= 0")
+
+
+def _check_mesh(mesh: MeshConfig, batch_size: int, grad_accum: int) -> None:
+    shape = (mesh.data, mesh.fsdp, mesh.tensor)
+    _require(all(s >= 1 or s == -1 for s in shape) and shape.count(-1) <= 1, "mesh", shape,
+             "entries must be >= 1, at most one may be -1")
+
+
+def from_config_dict(cd: Any) -> ExperimentConfig:
+    """Validates a ConfigDict (or dict) and freezes it. Builds no JAX arrays."""
+    raw = _to_dict(cd)
+    known = {"mode", "seed", "task", *_SECTIONS, *EXTRA_SECTIONS}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"unknown config key {key}={raw[key]!r}; "
+                              f"known: {', '.join(sorted(known))}")
+    mode = raw.get("mode", "train")
+    _require(mode in MODES, "mode", mode, f"must be one of {MODES}")
+    seed = raw.get("seed", 0)
+    _require(isinstance(seed, int) and seed >= 0, "seed", seed, "must be an int >= 0")
+    sections = {name: _build_section(name, cls, _to_dict(raw.get(name, {})))
+                for name, cls in _SECTIONS.items()}
+    task_raw = _to_dict(raw.get("task", {}))
+    task = TaskConfig(name=task_raw.pop("name", "cfg"), kwargs=task_raw)
+    cfg = ExperimentConfig(mode=mode, seed=seed, task=task,
+                           extra={k: _to_dict(raw[k]) for k in EXTRA_SECTIONS if k in raw},
+                           **sections)
+    _check_model(cfg.model)
+    _check_train(cfg.train)
+    _check_optim(cfg.optim, cfg.train)
+    _check_mesh(cfg.mesh, cfg.train.batch_size, cfg.optim.grad_accum)
+    return cfg

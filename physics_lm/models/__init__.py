@@ -1,0 +1,1 @@
+"""Models: the GPT-2 family (gpt2.py) and low-rank adapters."""

@@ -1,0 +1,245 @@
+"""GPT-2 in Flax Linen with the position schemes of Physics of LM Part 1.
+
+Shape legend (suffixes of tensor names):
+  B batch · T query length · S key length · D d_model · H heads · K head dim · F MLP width · V vocab
+
+Position schemes (`ModelConfig.pos`):
+  absolute       GPT-2: learned position embeddings added to the token embeddings (GPT).
+  rotary         GPT_rot: rotary embeddings on queries and keys of every layer, no position
+                 embedding.
+  relative       GPT_rel: q·k logits plus a learned per-head bias b[h, min(i-j, R)] of the clipped
+                 relative distance (R = rel_max_distance), no position embedding.
+  position_only  GPT_pos: attention weights come only from the learned bias b[h, min(i-j, R)]:
+                 softmax over j <= i of b, no query/key term (values are still projected).
+  uniform        GPT_uni: head h (0-based) averages uniformly over the last 2^(h+1) - 1 tokens
+                 (itself included), i.e. 1, 3, 7, ... tokens; no query/key, no learned positions.
+
+The forward pass returns `(logits_BxTxV, acts)`; `acts` holds the activations named in `capture`
+(stable names, see `activation_names`), so probes never patch the model. With `decode=True` the
+attention keeps a KV cache in the mutable `cache` collection (`init_cache` sizes it), and tokens
+are fed a chunk at a time; every position scheme works in both modes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from physics_lm.config import ModelConfig
+
+_NEG_INF = -1e9
+
+
+def activation_names(num_layers: int) -> tuple[str, ...]:
+    """Every name `capture` accepts, in forward order."""
+    names = ["embed"]
+    for i in range(num_layers):
+        names += [f"blocks.{i}.attn.pattern", f"blocks.{i}.resid_post"]
+    return (*names, "final")
+
+
+def _dtype(cfg: ModelConfig) -> jnp.dtype:
+    return jnp.bfloat16 if cfg.compute_dtype == "bfloat16" else jnp.float32
+
+
+def _init(std: float, axes: tuple[str | None, ...]) -> nn.initializers.Initializer:
+    return nn.with_logical_partitioning(nn.initializers.normal(std), axes)
+
+
+def _zeros(axes: tuple[str | None, ...]) -> nn.initializers.Initializer:
+    return nn.with_logical_partitioning(nn.initializers.zeros, axes)
+
+
+def rotate(x_BxTxHxK: jax.Array, pos_BxT: jax.Array, base: float) -> jax.Array:
+    """Rotary embedding (half-split convention): rotates feature pairs (k, k + K/2)."""
+    half = x_BxTxHxK.shape[-1] // 2
+    freq_K2 = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    angle_BxTx1xK2 = (pos_BxT[..., None].astype(jnp.float32) * freq_K2)[:, :, None, :]
+    sin, cos = jnp.sin(angle_BxTx1xK2), jnp.cos(angle_BxTx1xK2)
+    x1, x2 = jnp.split(x_BxTxHxK.astype(jnp.float32), 2, axis=-1)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x_BxTxHxK.dtype)
+
+
+class Attention(nn.Module):
+    cfg: ModelConfig
+    decode: bool = False
+
+    def _bias_table(self) -> jax.Array:
+        return self.param("rel_bias", _init(0.02, ("heads", None)),
+                          (self.cfg.num_heads, self.cfg.rel_max_distance + 1))
+
+    @nn.compact
+    def __call__(self, x_BxTxD: jax.Array, pos_BxT: jax.Array, deterministic: bool):
+        cfg, dt = self.cfg, _dtype(self.cfg)
+        H, K, D = cfg.num_heads, cfg.head_dim, cfg.d_model
+        def proj(name: str, x_BxTxD: jax.Array) -> jax.Array:
+            w_DxHxK = self.param(f"{name}_kernel", _init(0.02, ("embed", "heads", "kv")), (D, H, K))
+            b_HxK = self.param(f"{name}_bias", _zeros(("heads", "kv")), (H, K))
+            return jnp.einsum("btd,dhk->bthk", x_BxTxD, w_DxHxK.astype(dt)) + b_HxK.astype(dt)
+
+        v_BxTxHxK = proj("value", x_BxTxD)
+        uses_qk = cfg.pos in ("absolute", "rotary", "relative")
+        if uses_qk:
+            q_BxTxHxK, k_BxTxHxK = proj("query", x_BxTxD), proj("key", x_BxTxD)
+            if cfg.pos == "rotary":
+                q_BxTxHxK = rotate(q_BxTxHxK, pos_BxT, cfg.rope_base)
+                k_BxTxHxK = rotate(k_BxTxHxK, pos_BxT, cfg.rope_base)
+        else:
+            k_BxTxHxK = jnp.zeros_like(v_BxTxHxK[..., :0])  # no keys: weights are positional
+
+        B, T = x_BxTxD.shape[:2]
+        if self.decode:  # append this chunk to the cache; attend over the whole cache
+            k_BxSxHxK, v_BxSxHxK, kpos_BxS, valid_BxS = self._update_cache(
+                k_BxTxHxK, v_BxTxHxK, pos_BxT)
+        else:
+            k_BxSxHxK, v_BxSxHxK, kpos_BxS = k_BxTxHxK, v_BxTxHxK, pos_BxT
+            valid_BxS = jnp.ones((B, T), bool)
+
+        dist_BxTxS = pos_BxT[:, :, None] - kpos_BxS[:, None, :]
+        allowed_BxTxS = (dist_BxTxS >= 0) & valid_BxS[:, None, :]
+        logits_BxHxTxS = jnp.zeros((B, H, T, k_BxSxHxK.shape[1]), jnp.float32)
+        if uses_qk:
+            logits_BxHxTxS = jnp.einsum("bthk,bshk->bhts", q_BxTxHxK, k_BxSxHxK,
+                                        preferred_element_type=jnp.float32) / jnp.sqrt(K)
+        if cfg.pos in ("relative", "position_only"):
+            clipped_BxTxS = jnp.clip(dist_BxTxS, 0, cfg.rel_max_distance)
+            logits_BxHxTxS += jnp.moveaxis(self._bias_table()[:, clipped_BxTxS], 0, 1)
+        if cfg.pos == "uniform":
+            window_H = 2 ** (jnp.arange(H) + 1) - 1
+            allowed_BxHxTxS = allowed_BxTxS[:, None] & (
+                dist_BxTxS[:, None] < window_H[None, :, None, None])
+        else:
+            allowed_BxHxTxS = jnp.broadcast_to(allowed_BxTxS[:, None], logits_BxHxTxS.shape)
+        logits_BxHxTxS = jnp.where(allowed_BxHxTxS, logits_BxHxTxS, _NEG_INF)
+        pattern_BxHxTxS = jax.nn.softmax(logits_BxHxTxS, axis=-1)
+        probs = nn.Dropout(cfg.dropout)(pattern_BxHxTxS, deterministic=deterministic)
+        out_BxTxHxK = jnp.einsum("bhts,bshk->bthk", probs.astype(dt), v_BxSxHxK)
+        w_HxKxD = self.param("out_kernel", _init(0.02 / jnp.sqrt(2 * cfg.num_layers),
+                                                 ("heads", "kv", "embed")), (H, K, D))
+        b_D = self.param("out_bias", _zeros(("embed",)), (D,))
+        out_BxTxD = jnp.einsum("bthk,hkd->btd", out_BxTxHxK, w_HxKxD.astype(dt)) + b_D.astype(dt)
+        return out_BxTxD, pattern_BxHxTxS
+
+    def _update_cache(self, k_BxTxHxK, v_BxTxHxK, pos_BxT):
+        """Writes the chunk at the cache index; returns the full cache and its validity."""
+        ck = self.variable("cache", "cached_key", jnp.zeros, k_BxTxHxK.shape, k_BxTxHxK.dtype)
+        cv = self.variable("cache", "cached_value", jnp.zeros, v_BxTxHxK.shape, v_BxTxHxK.dtype)
+        cpos = self.variable("cache", "cached_pos", lambda s: jnp.full(s, -1, jnp.int32),
+                             pos_BxT.shape)
+        idx = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
+        if self.is_initializing():  # init_cache: shapes only, nothing written
+            return ck.value, cv.value, cpos.value, cpos.value >= 0
+        i = idx.value
+        ck.value = jax.lax.dynamic_update_slice_in_dim(ck.value, k_BxTxHxK.astype(ck.value.dtype),
+                                                       i, axis=1)
+        cv.value = jax.lax.dynamic_update_slice_in_dim(cv.value, v_BxTxHxK.astype(cv.value.dtype),
+                                                       i, axis=1)
+        cpos.value = jax.lax.dynamic_update_slice_in_dim(cpos.value, pos_BxT, i, axis=1)
+        idx.value = i + pos_BxT.shape[1]
+        return ck.value, cv.value, cpos.value, cpos.value >= 0
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    cfg: ModelConfig
+    decode: bool = False
+
+    @nn.compact
+    def __call__(self, x_BxTxD, pos_BxT, deterministic: bool):
+        cfg, dt = self.cfg, _dtype(self.cfg)
+        ln = lambda name: nn.LayerNorm(
+            1e-5, dtype=dt, name=name,
+            scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
+            bias_init=_zeros(("norm",)))
+        attn_BxTxD, pattern = Attention(cfg, self.decode, name="attn")(
+            ln("ln_1")(x_BxTxD), pos_BxT, deterministic)
+        x_BxTxD = x_BxTxD + nn.Dropout(cfg.dropout)(attn_BxTxD, deterministic=deterministic)
+        h_BxTxF = nn.Dense(cfg.mlp_dim, dtype=dt, name="fc",
+                           kernel_init=_init(0.02, ("embed", "mlp")),
+                           bias_init=_zeros(("mlp",)),
+                           )(ln("ln_2")(x_BxTxD))
+        h_BxTxF = nn.with_logical_constraint(nn.gelu(h_BxTxF, approximate=True),
+                                             ("batch", "length", "mlp"))
+        mlp_BxTxD = nn.Dense(cfg.d_model, dtype=dt, name="proj",
+                             kernel_init=_init(0.02 / jnp.sqrt(2 * cfg.num_layers),
+                                               ("mlp", "embed")),
+                             bias_init=_zeros(("embed",)),
+                             )(h_BxTxF)
+        x_BxTxD = x_BxTxD + nn.Dropout(cfg.dropout)(mlp_BxTxD, deterministic=deterministic)
+        return nn.with_logical_constraint(x_BxTxD, ("batch", "length", "act_embed")), pattern
+
+
+class GPT2(nn.Module):
+    """Decoder-only LM. `vocab_size` must be resolved (> 0) before the model is built."""
+
+    cfg: ModelConfig
+    decode: bool = False
+
+    @nn.compact
+    def __call__(self, tokens_BxT: jax.Array, *, capture: Sequence[str] = (),
+                 deterministic: bool = True, positions_BxT: jax.Array | None = None):
+        cfg, dt = self.cfg, _dtype(self.cfg)
+        known = activation_names(cfg.num_layers)
+        unknown = [n for n in capture if n not in known]
+        if unknown:
+            raise ValueError(f"capture names {unknown} unknown; known: {known}")
+        if cfg.vocab_size <= 0:
+            raise ValueError(f"model.vocab_size={cfg.vocab_size}: resolve it from the task first")
+        B, T = tokens_BxT.shape
+        if positions_BxT is None:
+            positions_BxT = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
+            if self.decode:  # continue after what the cache already holds
+                offset = self.variable("cache", "offset", lambda: jnp.zeros((), jnp.int32))
+                positions_BxT = positions_BxT + offset.value
+                if not self.is_initializing():
+                    offset.value = offset.value + T
+        acts: dict[str, jax.Array] = {}
+        keep = lambda name, x: acts.__setitem__(name, x) if name in capture else None
+
+        wte = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=dt, name="wte",
+                       embedding_init=_init(0.02, ("vocab", "embed")))
+        x_BxTxD = wte(tokens_BxT)
+        if cfg.pos == "absolute":
+            wpe_LxD = self.param("wpe", _init(0.01, ("length", "embed")),
+                                 (cfg.max_len, cfg.d_model))
+            x_BxTxD = x_BxTxD + wpe_LxD[positions_BxT].astype(dt)
+        x_BxTxD = nn.Dropout(cfg.dropout)(x_BxTxD, deterministic=deterministic)
+        x_BxTxD = nn.with_logical_constraint(x_BxTxD, ("batch", "length", "act_embed"))
+        keep("embed", x_BxTxD)
+        block_cls = nn.remat(Block, static_argnums=(3,)) if cfg.remat else Block
+        for i in range(cfg.num_layers):
+            x_BxTxD, pattern = block_cls(cfg, self.decode, name=f"blocks_{i}")(
+                x_BxTxD, positions_BxT, deterministic)
+            keep(f"blocks.{i}.attn.pattern", pattern)
+            keep(f"blocks.{i}.resid_post", x_BxTxD)
+        x_BxTxD = nn.LayerNorm(
+            1e-5, dtype=dt, name="ln_f",
+            scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
+            bias_init=_zeros(("norm",)))(x_BxTxD)
+        keep("final", x_BxTxD)
+        if cfg.tie_embeddings:
+            logits_BxTxV = wte.attend(x_BxTxD)
+        else:
+            logits_BxTxV = nn.Dense(cfg.vocab_size, use_bias=False, dtype=dt, name="lm_head",
+                                    kernel_init=_init(0.02, ("embed", "vocab")))(x_BxTxD)
+        return logits_BxTxV.astype(jnp.float32), acts
+
+
+def init_cache(model: GPT2, batch_size: int, max_len: int) -> dict:
+    """An empty KV cache for `model` (built with decode=True) holding `max_len` positions."""
+    shapes = jax.eval_shape(lambda: model.init(
+        jax.random.key(0), jnp.zeros((batch_size, max_len), jnp.int32)))
+    return _fresh_cache(shapes["cache"])
+
+
+def _fresh_cache(shapes) -> dict:
+    """Zeros everywhere except key positions, which start at -1 (= empty slot)."""
+    def fill(path, s):
+        name = jax.tree_util.keystr(path)
+        return jnp.full(s.shape, -1 if name.endswith("'cached_pos']") else 0, s.dtype)
+    return jax.tree_util.tree_map_with_path(fill, shapes)

@@ -1,0 +1,105 @@
+"""Run metrics: metrics.jsonl, TensorBoard events, the console progress line, FLOPs and MFU."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+from absl import logging
+
+from physics_lm.config import ModelConfig
+
+# Dense bf16 peak FLOP/s per device, for MFU. Unknown kinds (e.g. CPUs) report MFU as n/a.
+PEAK_FLOPS = {
+    "H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12,
+    "TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12,
+    "TPU v6 lite": 918e12, "TPU v6e": 918e12,
+}
+
+
+def peak_flops_per_device(override: float = 0.0) -> float | None:
+    if override > 0:
+        return override
+    kind = jax.devices()[0].device_kind
+    for name, flops in PEAK_FLOPS.items():
+        if name.lower() in kind.lower():
+            return flops
+    return None
+
+
+def count_params(params: Any) -> int:
+    return int(sum(x.size for x in jax.tree.leaves(params)))
+
+
+def train_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
+    """6 x matmul params + causal attention (PaLM appendix B convention), forward + backward."""
+    d, L, f = cfg.d_model, cfg.num_layers, cfg.mlp_dim
+    matmul = L * (4 * d * d + 2 * d * f) + d * cfg.vocab_size
+    attention = 12 * L * d * seq_len / 2 if cfg.pos not in ("uniform",) else 0.0
+    return 6.0 * matmul + attention
+
+
+class MetricsWriter:
+    """Appends JSON lines and TensorBoard scalars (only on process 0)."""
+
+    def __init__(self, workdir: str | Path) -> None:
+        self._active = jax.process_index() == 0
+        self._path = Path(workdir) / "metrics.jsonl"
+        self._tb = None
+        if self._active:
+            try:
+                from tensorboardX import SummaryWriter
+                self._tb = SummaryWriter(str(Path(workdir) / "tb"))
+            except ImportError:  # TensorBoard is optional; JSON lines are the record
+                logging.warning("tensorboardX missing: no TensorBoard events")
+
+    def write(self, step: int, scalars: dict[str, float]) -> None:
+        if not self._active:
+            return
+        with self._path.open("a") as f:
+            f.write(json.dumps({"step": step, **scalars}) + "\n")
+        if self._tb is not None:
+            for k, v in scalars.items():
+                if isinstance(v, int | float):
+                    self._tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+class Throughput:
+    """Tokens/s, MFU and ETA over the steps completed since the last report."""
+
+    def __init__(self, tokens_per_step: int, flops_per_step: float, peak_total: float | None,
+                 num_steps: int) -> None:
+        self.tokens_per_step, self.flops_per_step = tokens_per_step, flops_per_step
+        self.peak_total, self.num_steps = peak_total, num_steps
+        self._t, self._step = time.perf_counter(), None
+
+    def reset(self, step: int) -> None:
+        self._t, self._step = time.perf_counter(), step
+
+    def report(self, step: int) -> dict[str, float]:
+        now = time.perf_counter()
+        steps = step - (self._step if self._step is not None else step)
+        dt = now - self._t
+        self._t, self._step = now, step
+        if steps <= 0 or dt <= 0:
+            return {}
+        out = {"step_time_s": dt / steps, "tokens_per_s": self.tokens_per_step * steps / dt,
+               "eta_s": (self.num_steps - step) * dt / steps}
+        if self.peak_total:
+            out["mfu"] = self.flops_per_step * steps / dt / self.peak_total
+        return out
+
+
+def progress_line(step: int, num_steps: int, scalars: dict[str, float]) -> str:
+    mfu = f"{scalars['mfu']:.1%}" if "mfu" in scalars else "n/a"
+    eta = scalars.get("eta_s")
+    eta_s = f"{int(eta // 3600)}h{int(eta % 3600 // 60):02d}m{int(eta % 60):02d}s" if eta else "-"
+    return (f"step {step}/{num_steps} loss {scalars.get('loss', float('nan')):.4f} "
+            f"tok/s {scalars.get('tokens_per_s', 0):,.0f} MFU {mfu} ETA {eta_s}")

@@ -1,0 +1,222 @@
+"""`train_and_evaluate(cfg, workdir)`: the training loop. The workdir *is* the run.
+
+Relaunching the same command resumes from the latest checkpoint and, because every batch is a
+function of (seed, step), replays exactly the data the uninterrupted run would have seen. The
+host never blocks on the step it just dispatched: it reads step n-1's metrics while step n runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+from absl import logging
+
+from physics_lm.config import ExperimentConfig
+from physics_lm.train import metrics as metrics_lib
+from physics_lm.train import sharding
+from physics_lm.train.checkpoint import Checkpointer
+from physics_lm.train.setup import Experiment, build_experiment, restore_or_init
+from physics_lm.train.steps import make_eval_step, make_train_step
+
+# Keys that may change between launches of the same run (they do not change the math).
+RESUMABLE_KEYS = ("train.log_every", "train.eval_every", "train.eval_batches",
+                  "train.checkpoint_every", "train.keep_checkpoints",
+                  "train.peak_flops_per_device", "mesh", "extra")
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and key not in RESUMABLE_KEYS:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def check_workdir_config(cfg: ExperimentConfig, workdir: Path) -> None:
+    """Writes config.json, or refuses a relaunch whose config changes the run's math."""
+    path = workdir / "config.json"
+    new = json.loads(cfg.to_json())
+    if path.exists():
+        old = _flatten(json.loads(path.read_text()))
+        diff = {k: (old.get(k), v) for k, v in _flatten(new).items()
+                if k not in RESUMABLE_KEYS and old.get(k) != v}
+        diff.update({k: (v, None) for k, v in old.items() if k not in _flatten(new)})
+        if diff:
+            raise ValueError(f"workdir {workdir} holds a run with a different config "
+                             f"(key: old -> new): {diff}; use a new --workdir")
+    if jax.process_index() == 0:
+        path.write_text(cfg.to_json())
+
+
+class _Preemption:
+    """SIGTERM -> save and exit cleanly at the next step boundary."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old = None
+        try:
+            self._old = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread (e.g. some test runners)
+            logging.warning("SIGTERM handler not installed (not in the main thread)")
+
+    def _handle(self, signum, frame) -> None:
+        logging.warning("SIGTERM: saving a checkpoint and exiting at the next step boundary")
+        self.requested = True
+
+    def restore(self) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+
+
+def jit_steps(exp: Experiment):
+    """The jitted (train_step, eval_step) with explicit shardings; train donates its state."""
+    cfg = exp.cfg
+    rules = sharding.activation_rules(exp.mesh)
+    train_step = make_train_step(
+        exp.model, exp.task, exp.tx, seed=cfg.seed, batch_size=cfg.train.batch_size,
+        grad_accum=cfg.optim.grad_accum, dropout=cfg.model.dropout > 0,
+        batch_constraint=exp.constrain_batch)
+    eval_step = make_eval_step(exp.model, exp.task, seed=cfg.seed,
+                               batch_size=cfg.train.batch_size // cfg.optim.grad_accum,
+                               batch_constraint=exp.constrain_batch)
+
+    def with_rules(fn):
+        def wrapped(*args):
+            with nn.logical_axis_rules(rules):
+                return fn(*args)
+        return wrapped
+
+    replicated = exp.state_shardings.step
+    jit_train = jax.jit(with_rules(train_step), in_shardings=(exp.state_shardings,),
+                        out_shardings=(exp.state_shardings, replicated), donate_argnums=(0,))
+    jit_eval = jax.jit(with_rules(eval_step), in_shardings=(exp.state_shardings.params, None),
+                       out_shardings=(replicated, replicated))
+    return jit_train, jit_eval
+
+
+def evaluate(exp: Experiment, jit_eval, params) -> dict[str, float]:
+    """Held-out loss on fresh samples from the eval key stream (never used for training)."""
+    total, count = 0.0, 0.0
+    for i in range(exp.cfg.train.eval_batches):
+        s, n = jit_eval(params, i)
+        total, count = total + float(s), count + float(n)
+    return {"eval_loss": total / max(count, 1.0)}
+
+
+def train_and_evaluate(cfg: ExperimentConfig, workdir: str | Path, *,
+                       stop_at_step: int | None = None) -> dict[str, float]:
+    """Trains (or resumes) the run in `workdir`; returns the last logged metrics.
+
+    `stop_at_step` ends this launch early with a checkpoint (time-sliced jobs, resume tests);
+    the run's schedule still targets `train.num_steps`.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    exp = build_experiment(cfg)
+    check_workdir_config(cfg, workdir)
+    ckpt = Checkpointer(workdir, every=cfg.train.checkpoint_every,
+                        keep=cfg.train.keep_checkpoints)
+    state = restore_or_init(exp, ckpt)  # outside the mesh context: init needs no constraints
+    with jax.set_mesh(exp.mesh):
+        return _loop(exp, workdir, ckpt, state, stop_at_step or cfg.train.num_steps)
+
+
+def _loop(exp: Experiment, workdir: Path, ckpt: Checkpointer, state, stop_at: int
+          ) -> dict[str, float]:
+    cfg = exp.cfg
+    step = int(state.step)
+    if step:
+        logging.info("resumed from step %d", step)
+    jit_train, jit_eval = jit_steps(exp)
+    t = time.perf_counter()
+    jit_train = jit_train.lower(state).compile()  # compile once, outside the timed loop
+    logging.info("train step compiled in %.1fs", time.perf_counter() - t)
+    n_params = metrics_lib.count_params(state.params)
+    seq_len = exp.task.seq_len
+    tokens_per_step = cfg.train.batch_size * seq_len
+    flops = metrics_lib.train_flops_per_token(exp.model.cfg, seq_len) * tokens_per_step
+    peak = metrics_lib.peak_flops_per_device(cfg.train.peak_flops_per_device)
+    speed = metrics_lib.Throughput(cfg.train.batch_size * seq_len, flops,
+                                   peak * exp.mesh.size if peak else None, cfg.train.num_steps)
+    logging.info("model: %s params, task %s, mesh %s", f"{n_params:,}", exp.task.name,
+                 dict(exp.mesh.shape))
+    writer = metrics_lib.MetricsWriter(workdir)
+    preempt = _Preemption()
+    window: list[float] = []
+    last: dict[str, float] = {}
+    pending: tuple[int, Any] | None = None
+    phase = {"eval_s": 0.0, "checkpoint_s": 0.0}
+
+    def flush() -> None:
+        """Reads the pending step's metrics (blocking only on that step), checks, logs."""
+        nonlocal pending, last
+        if pending is None:
+            return
+        done_step, m = pending
+        pending = None
+        m = {k: float(v) for k, v in jax.device_get(m).items()}
+        if not math.isfinite(m["loss"]):
+            raise NonFiniteLossError(
+                f"non-finite loss {m['loss']} at step {done_step} (the update from step "
+                f"{done_step - 1} to {done_step}); last finite checkpoint: {ckpt.latest_step()}")
+        window.append(m["loss"])
+        if done_step % cfg.train.log_every == 0 or done_step == cfg.train.num_steps:
+            last = {**m, "loss": m["loss"], "loss_window_mean": float(np.mean(window)),
+                    **speed.report(done_step), **phase}
+            window.clear()
+            writer.write(done_step, last)
+            logging.info(metrics_lib.progress_line(done_step, cfg.train.num_steps, last))
+
+    speed.reset(step)
+    try:
+        while step < cfg.train.num_steps:
+            if preempt.requested or ckpt.reached_preemption(step) or step >= stop_at:
+                flush()
+                ckpt.wait()
+                if ckpt.latest_step() != step:
+                    ckpt.save(step, state)
+                    ckpt.wait()
+                logging.warning("stopping: saved step %d (relaunch to resume)", step)
+                break
+            state, m = jit_train(state)
+            step += 1
+            flush()  # step-1's metrics, while `step` runs
+            pending = (step, m)
+            if step % cfg.train.eval_every == 0 or step == cfg.train.num_steps:
+                flush()
+                t = time.perf_counter()
+                if cfg.train.eval_batches:
+                    ev = evaluate(exp, jit_eval, state.params)
+                    writer.write(step, ev)
+                    last.update(ev)
+                    logging.info("step %d eval_loss %.4f", step, ev["eval_loss"])
+                phase["eval_s"] += time.perf_counter() - t
+                speed.reset(step)
+            if ckpt.should_save(step) or step == cfg.train.num_steps:
+                flush()  # never checkpoint a state whose loss was not checked
+                t = time.perf_counter()
+                ckpt.save(step, state)
+                phase["checkpoint_s"] += time.perf_counter() - t
+                speed.reset(step)
+        flush()
+    finally:
+        ckpt.close()
+        writer.close()
+        preempt.restore()
+    last["step"] = step
+    return last

@@ -1,0 +1,33 @@
+"""physics_lm: controlled Physics of Language Models experiments in JAX/Flax."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="physics_lm",
+    version="0.1.0",
+    description="Physics of Language Models experiments (CFG, iGSM) in JAX/Flax",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11,<3.13",
+    packages=find_packages(include=["physics_lm", "physics_lm.*"]),
+    package_data={"physics_lm": ["data/cfg/*.json", "data/igsm/*.json", "data/igsm/*.md"]},
+    install_requires=[
+        "jax>=0.10,<0.12",
+        "flax>=0.12,<0.13",
+        "optax>=0.2.4,<0.3",
+        "orbax-checkpoint>=0.12,<0.13",
+        "numpy>=1.26,<3",
+        "ml_collections>=1.0,<2",
+        "absl-py>=2.1,<3",
+        "tensorflow-datasets>=4.9.7,<5",
+        "tensorboardX>=2.6,<3",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-xdist>=3"],
+        "lint": ["ruff>=0.6"],
+        "bench": ["torch>=2.3", "transformers>=4.40"],
+    },
+    entry_points={"console_scripts": ["physics-lm=physics_lm.main:entry"]},
+)

@@ -1,0 +1,94 @@
+"""GPT-2 family: shapes, the pinned activation names, causality, KV-cache decode, dtypes."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from physics_lm.config import POSITION_SCHEMES, ModelConfig
+from physics_lm.models.gpt2 import GPT2, activation_names, init_cache
+
+
+def _model(pos: str, **kw) -> tuple[GPT2, dict]:
+    cfg = ModelConfig(num_layers=2, num_heads=4, d_model=32, vocab_size=11, max_len=32, pos=pos,
+                      **kw)
+    model = GPT2(cfg)
+    params = nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, 16), jnp.int32))["params"])
+    return model, params
+
+
+TOKENS = jax.random.randint(jax.random.key(1), (2, 16), 0, 11)
+
+
+def test_activation_names_are_pinned():
+    assert activation_names(2) == (
+        "embed", "blocks.0.attn.pattern", "blocks.0.resid_post",
+        "blocks.1.attn.pattern", "blocks.1.resid_post", "final")
+    model, params = _model("rotary")
+    logits, acts = model.apply({"params": params}, TOKENS, capture=activation_names(2))
+    assert logits.shape == (2, 16, 11) and logits.dtype == jnp.float32
+    assert set(acts) == set(activation_names(2))
+    assert acts["blocks.1.attn.pattern"].shape == (2, 4, 16, 16)
+    assert acts["final"].shape == (2, 16, 32)
+    with pytest.raises(ValueError, match=r"blocks\.7\.resid_post"):
+        model.apply({"params": params}, TOKENS, capture=("blocks.7.resid_post",))
+
+
+@pytest.mark.parametrize("pos", POSITION_SCHEMES)
+def test_causal_and_kv_cache_matches_full_forward(pos):
+    model, params = _model(pos)
+    full, acts = model.apply({"params": params}, TOKENS, capture=("blocks.0.attn.pattern",))
+    pattern = np.asarray(acts["blocks.0.attn.pattern"])
+    assert np.allclose(np.triu(pattern, k=1), 0.0)  # nothing attends to the future
+    np.testing.assert_allclose(pattern.sum(-1), 1.0, rtol=1e-5)
+    changed = TOKENS.at[:, 10:].set(3)
+    prefix, _ = model.apply({"params": params}, changed)
+    np.testing.assert_allclose(prefix[:, :10], full[:, :10], atol=1e-5)
+    assert not np.allclose(prefix[:, 10:], full[:, 10:], atol=1e-3)
+
+    decoder = GPT2(model.cfg, decode=True)
+    cache = init_cache(decoder, 2, 16)
+    outs = []
+    for chunk in (slice(0, 5), *[slice(t, t + 1) for t in range(5, 16)]):
+        (logits, _), mutated = decoder.apply({"params": params, "cache": cache}, TOKENS[:, chunk],
+                                             mutable=["cache"])
+        cache = mutated["cache"]
+        outs.append(logits)
+    np.testing.assert_allclose(np.concatenate(outs, 1), full, atol=1e-4)
+
+
+def test_uniform_heads_average_their_windows():
+    model, params = _model("uniform")
+    _, acts = model.apply({"params": params}, TOKENS, capture=("blocks.0.attn.pattern",))
+    p = np.asarray(acts["blocks.0.attn.pattern"])[0]  # [H, T, S]
+    for h in range(4):
+        window = 2 ** (h + 1) - 1
+        row = p[h, 12]
+        expected = np.zeros(16)
+        expected[max(0, 12 - window + 1): 13] = 1.0 / min(window, 13)
+        np.testing.assert_allclose(row, expected, atol=1e-6)
+
+
+def test_position_only_ignores_token_content_in_pattern():
+    model, params = _model("position_only")
+    _, a = model.apply({"params": params}, TOKENS, capture=("blocks.1.attn.pattern",))
+    _, b = model.apply({"params": params}, (TOKENS + 5) % 11, capture=("blocks.1.attn.pattern",))
+    np.testing.assert_allclose(a["blocks.1.attn.pattern"], b["blocks.1.attn.pattern"], atol=1e-6)
+
+
+def test_bf16_compute_keeps_fp32_params():
+    model, params = _model("absolute", compute_dtype="bfloat16")
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))
+    logits, _ = model.apply({"params": params}, TOKENS)
+    ref, _ = _model("absolute")[0].apply({"params": params}, TOKENS)
+    assert logits.dtype == jnp.float32
+    np.testing.assert_allclose(logits, ref, atol=0.05)
+
+
+def test_untied_head_and_param_count():
+    _, params = _model("absolute", tie_embeddings=False)
+    assert "lm_head" in params
+    tied = _model("absolute")[1]
+    n = lambda p: sum(x.size for x in jax.tree.leaves(p))
+    assert n(params) - n(tied) == 32 * 11
