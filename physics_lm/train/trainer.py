@@ -47,20 +47,46 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def check_workdir_config(cfg: ExperimentConfig, workdir: Path) -> None:
-    """Writes config.json, or refuses a relaunch whose config changes the run's math."""
+def check_workdir_config(cfg: ExperimentConfig, workdir: Path, *, write: bool = True,
+                         ignore: tuple[str, ...] = ()) -> None:
+    """Writes config.json, or refuses a relaunch whose config changes the run's math.
+
+    eval/probe modes call it with write=False and ignore=("mode",) to check that the config
+    they were given describes the run in `workdir`.
+    """
     path = workdir / "config.json"
-    new = json.loads(cfg.to_json())
+    new = _flatten(json.loads(cfg.to_json()))
+    skip = (*RESUMABLE_KEYS, *ignore)
     if path.exists():
         old = _flatten(json.loads(path.read_text()))
-        diff = {k: (old.get(k), v) for k, v in _flatten(new).items()
-                if k not in RESUMABLE_KEYS and old.get(k) != v}
-        diff.update({k: (v, None) for k, v in old.items() if k not in _flatten(new)})
+        diff = {k: (old.get(k), v) for k, v in new.items() if k not in skip and old.get(k) != v}
+        diff.update({k: (v, None) for k, v in old.items() if k not in new and k not in skip})
         if diff:
             raise ValueError(f"workdir {workdir} holds a run with a different config "
                              f"(key: old -> new): {diff}; use a new --workdir")
-    if jax.process_index() == 0:
+    elif not write:
+        raise ValueError(f"workdir {workdir} has no config.json: nothing was trained there")
+    if write and jax.process_index() == 0:
         path.write_text(cfg.to_json())
+
+
+def load_trained(cfg: ExperimentConfig, workdir: str | Path, step: int | None = None):
+    """(experiment, params, step) of a trained run; for eval/probe/sample modes.
+
+    The config must describe the run in `workdir` (its mode and extra sections may differ).
+    """
+    workdir = Path(workdir)
+    check_workdir_config(cfg, workdir, write=False, ignore=("mode",))
+    exp = build_experiment(cfg)
+    ckpt = Checkpointer(workdir, every=cfg.train.checkpoint_every, keep=cfg.train.keep_checkpoints)
+    try:
+        step = ckpt.latest_step() if step is None else step
+        if step is None:
+            raise ValueError(f"no checkpoint in {workdir / 'checkpoints'}: train first")
+        state = ckpt.restore(step, exp.abstract_state)
+    finally:
+        ckpt.close()
+    return exp, state.params, step
 
 
 class _Preemption:
