@@ -15,6 +15,7 @@ setup(
     package_data={"physics_lm": ["data/cfg/*.json", "data/igsm/*.json", "data/igsm/*.md"]},
     install_requires=[
         "jax>=0.10,<0.12",
+        "jaxlib>=0.10,<0.12",
         "flax>=0.12,<0.13",
         "optax>=0.2.4,<0.3",
         "orbax-checkpoint>=0.12,<0.13",
@@ -23,6 +24,7 @@ setup(
         "absl-py>=2.1,<3",
         "tensorflow-datasets>=4.9.7,<5",
         "tensorboardX>=2.6,<3",
+        "matplotlib>=3.8",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3"],

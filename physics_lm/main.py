@@ -8,6 +8,7 @@ Parses flags, validates the config (physics_lm/config.py) and hands it to the fu
 from __future__ import annotations
 
 import importlib
+import logging as std_logging
 import sys
 
 from absl import app, flags, logging
@@ -36,8 +37,16 @@ def _resolve(mode: str):
         raise ConfigError(f"mode={mode!r} is not available in this build ({e})") from None
 
 
+class _QuietLibraries(std_logging.Filter):
+    """Keeps library INFO chatter (orbax logs every save phase) out of the progress log."""
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return record.levelno >= std_logging.WARNING or "orbax" not in record.pathname
+
+
 def main(argv: list[str]) -> int:
     del argv
+    logging.get_absl_handler().addFilter(_QuietLibraries())
     if _CONFIG.value is None or not _WORKDIR.value:
         print("error: --config and --workdir are required", file=sys.stderr)
         return 2
