@@ -27,7 +27,7 @@ setup(
         "matplotlib>=3.8",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3"],
+        "test": ["pytest>=8", "pytest-xdist>=3", "scipy>=1.11"],
         "lint": ["ruff>=0.6"],
         "bench": ["torch>=2.3", "transformers>=4.40"],
     },
