@@ -20,6 +20,9 @@ SIZES = {  # (layers, heads, d_model)
 }
 GRAMMARS = ("cfg3b", "cfg3i", "cfg3h", "cfg3g", "cfg3f", "cfg3e1", "cfg3e2", "cfg3j", "cfg3k")
 POSITIONS = ("absolute", "relative", "rotary", "position_only", "uniform")
+# Every Part 1 variant at its smoke size, plus the full recipe (validated by tests/test_config.py).
+TEST_ARGS = (None, "corrupt=0.1", *(f"grammar={g},pos={p},smoke" for g in GRAMMARS[:5]
+                                    for p in POSITIONS))
 
 
 def _parse(arg: str | None) -> dict[str, str]:
