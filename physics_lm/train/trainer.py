@@ -117,7 +117,9 @@ def jit_steps(exp: Experiment):
         exp.model, exp.task, exp.tx, seed=cfg.seed, batch_size=cfg.train.batch_size,
         grad_accum=cfg.optim.grad_accum, dropout=cfg.model.dropout > 0,
         batch_constraint=exp.constrain_batch)
-    eval_step = make_eval_step(exp.model, exp.task, seed=cfg.seed,
+    # A task may define a held-out variant (iGSM: the test template bins); else fresh keys suffice.
+    eval_task = exp.task.heldout() if hasattr(exp.task, "heldout") else exp.task
+    eval_step = make_eval_step(exp.model, eval_task, seed=cfg.seed,
                                batch_size=cfg.train.batch_size // cfg.optim.grad_accum,
                                batch_constraint=exp.constrain_batch)
 
