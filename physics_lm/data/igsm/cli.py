@@ -30,6 +30,7 @@ COMMANDS: dict[str, Command] = {
     "judge": Command(
         "judge solutions: add correct, shortest, first_error, ... to each line", __name__
     ),
+    "sample": Command("sample iGSM problems on device (JAX)", "physics_lm.data.igsm.sample_cli"),
     "tokenize": Command(
         "add problem_ids, solution_ids and the decoded text to each line", __name__
     ),

@@ -1,0 +1,78 @@
+"""Part 2.1: GPT-2 (rotary) trained on iGSM problems generated inside the jitted step.
+
+  --config=configs/igsm.py                      med, GPT2-20-9 (the paper's depth-20 model)
+  --config=configs/igsm.py:preset=hard,model=12-17
+  --config=configs/igsm.py:smoke                a tiny CPU run on short problems (tests)
+
+Arg keys: preset (med | hard), format (pq | qp), model (a GPT2-ℓ-h name of the Part 2.1 grid:
+width 64·h, h heads), smoke. Recipes from the paper: med lr 0.002, wd 0.05, batch 512, context
+768, 100k steps, 1k warmup, cosine to 0.01×; hard: wd 0.03, batch 256, context 1024, 200k steps.
+The held-out loss (train.eval_*) is measured on the task's held-out variant: for iGSM the *test*
+template bins (`IGSMTask.heldout()`), so it measures generalisation to unseen solution templates.
+"""
+
+import ml_collections
+
+GRID = ("4-21", "8-15", "12-12", "16-10", "20-9", "4-30", "8-21", "12-17", "16-15", "20-13")
+RECIPES = {
+    "med": dict(weight_decay=0.05, batch_size=512, seq_len=768, num_steps=100_000),
+    "hard": dict(weight_decay=0.03, batch_size=256, seq_len=1024, num_steps=200_000),
+}
+TEST_ARGS = (None, "smoke", "preset=hard,model=12-17", "format=qp,model=4-21")
+
+
+def _parse(arg: str | None) -> dict[str, str]:
+    out = {}
+    for part in filter(None, (arg or "").split(",")):
+        k, _, v = part.partition("=")
+        out[k] = v or "1"
+    return out
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    a = _parse(arg)
+    smoke = a.get("smoke") == "1"
+    preset = a.get("preset", "med")
+    if preset not in RECIPES:
+        raise ValueError(f"configs/igsm.py: preset={preset!r}; known: {', '.join(RECIPES)}")
+    name = a.get("model", "20-9")
+    if name not in GRID:
+        raise ValueError(f"configs/igsm.py: model={name!r}; known: {', '.join(GRID)}")
+    layers, heads = (int(v) for v in name.split("-"))
+    r = RECIPES[preset]
+    c = ml_collections.ConfigDict()
+    c.mode = "train"
+    c.seed = 0
+    c.task = ml_collections.ConfigDict(dict(
+        name="igsm", preset=preset, fmt=a.get("format", "pq"), split="train",
+        train_bins=tuple(range(16)), seq_len=r["seq_len"], loss_on="solution"))
+    c.model = ml_collections.ConfigDict(dict(
+        num_layers=layers, num_heads=heads, d_model=64 * heads, d_mlp=0, vocab_size=0,
+        max_len=r["seq_len"], pos="rotary", dropout=0.0, tie_embeddings=True,
+        compute_dtype="bfloat16", remat=layers >= 12))
+    c.optim = ml_collections.ConfigDict(dict(
+        lr=0.002, b1=0.9, b2=0.98, eps=1e-8, weight_decay=r["weight_decay"], warmup_steps=1000,
+        schedule="cosine", final_lr_frac=0.01, grad_clip=1.0, grad_accum=1))
+    c.train = ml_collections.ConfigDict(dict(
+        batch_size=r["batch_size"], num_steps=r["num_steps"], log_every=100, eval_every=2000,
+        eval_batches=4, checkpoint_every=2000, keep_checkpoints=3, peak_flops_per_device=0.0))
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, distributed=False))
+    if smoke:  # short problems, a 2-layer model: learns on a CPU in a minute or two
+        c.task.preset = "custom"
+        c.task.max_op = 3
+        c.task.max_edge = 6
+        c.task.seq_len = 320
+        c.model.update(num_layers=2, num_heads=2, d_model=64, max_len=320,
+                       compute_dtype="float32", remat=False)
+        c.optim.update(lr=3e-3, warmup_steps=10, weight_decay=0.05)
+        c.train.update(batch_size=16, num_steps=60, log_every=10, eval_every=60, eval_batches=2,
+                       checkpoint_every=60)
+    return c
+
+
+def sweep(add) -> None:
+    """The Part 2.1 model grid on med."""
+    for name in GRID:
+        layers, heads = (int(v) for v in name.split("-"))
+        add(**{"config.model.num_layers": layers, "config.model.num_heads": heads,
+               "config.model.d_model": 64 * heads})

@@ -1,0 +1,70 @@
+"""Counter-based random numbers for the iGSM sampler (a 32-bit integer hash, no threefry).
+
+Why not `jax.random` inside the generator: the official procedure makes hundreds of small random
+choices inside data-dependent loops. With `jax.random` every call site adds a threefry graph,
+which made XLA:CPU compile for minutes and run slowly. Here each candidate gets ONE uint32 seed
+from `jax.random.bits(key)`; every other draw is `hash(seed, salt, step, index)` (the "lowbias32"
+integer finaliser), which is cheap to compile and run, deterministic on any device count, and of
+ample statistical quality for sampling (not for cryptography).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+_GOLDEN = 0x9E3779B9
+
+
+def _mix(x: jax.Array) -> jax.Array:
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = x * jnp.uint32(0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def seed_of(key: jax.Array) -> jax.Array:
+    """One uint32 seed from a JAX key (the only threefry call per candidate)."""
+    return jax.random.bits(key, (), jnp.uint32)
+
+
+def bits(seed: jax.Array, salt: int, t: jax.Array | int, n: int) -> jax.Array:
+    """uint32[n] for (seed, salt, t)."""
+    base = _mix(seed ^ _mix(jnp.uint32(salt) * jnp.uint32(_GOLDEN) + jnp.asarray(t, jnp.uint32)))
+    idx = jnp.arange(n, dtype=jnp.uint32)
+    return _mix(base ^ _mix(idx * jnp.uint32(_GOLDEN) + jnp.uint32(0x632BE5AB)))
+
+
+def uniform(seed: jax.Array, salt: int, t: jax.Array | int, n: int) -> jax.Array:
+    """float32[n] uniform in [0, 1) with 24 random bits."""
+    return (bits(seed, salt, t, n) >> 8).astype(jnp.float32) * (1.0 / (1 << 24))
+
+
+def choice(u: jax.Array, mask: jax.Array) -> jax.Array:
+    """Uniform index among `mask` given iid uniforms `u` of the same shape (argmax trick)."""
+    return jnp.argmax(jnp.where(mask, u, -1.0))
+
+
+def gumbel_choice(u: jax.Array, mask: jax.Array, logits: jax.Array) -> jax.Array:
+    """Index drawn with probability softmax(logits) restricted to `mask` (Gumbel-max)."""
+    g = -jnp.log(-jnp.log(jnp.clip(u, 1e-7, 1.0 - 1e-7)))
+    return jnp.argmax(jnp.where(mask, logits + g, -jnp.inf))
+
+
+def randint(u: jax.Array, lo: jax.Array | int, hi: jax.Array | int) -> jax.Array:
+    """Uniform integer in [lo, hi] (inclusive) from a uniform `u`."""
+    lo = jnp.asarray(lo, jnp.int32)
+    span = jnp.asarray(hi, jnp.int32) - lo + 1
+    return lo + jnp.minimum((u * span).astype(jnp.int32), span - 1)
+
+
+def smallest_k(keys: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+    """(indices, keys) of the k smallest keys, ascending (top_k is cheaper than a full sort)."""
+    neg, idx = jax.lax.top_k(-keys, k)
+    return idx, -neg
+
+
+def sub_seed(seed: jax.Array, salt: int, t: jax.Array | int = 0) -> jax.Array:
+    """An independent child seed (e.g. one per inner try)."""
+    return bits(seed, salt, t, 1)[0]

@@ -1,0 +1,184 @@
+"""Bit-exact train/test split of iGSM by solution template (SPEC §14), jittable.
+
+The official generator hashes a "sketch" of the solution text (parameter names replaced by
+"Inst"/"Inter", numbers by "0", ";" by ".", symbols renamed a, b, c, ... by first appearance) with
+SHA-256 and keeps problems whose hash mod 23 is in the allowed bins (train: 0-15, test: 16-22).
+The sketch is a function of the step plan only, so it is assembled here as bytes straight from
+`steps.Plan` and hashed with a JAX SHA-256 (uint32 arithmetic), giving the official bins without
+rendering any text. `sketch_text` is the host-side reference used by the tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from physics_lm.data.igsm.layout import FragmentTable, assemble
+from physics_lm.data.igsm.names import CATEGORIES
+from physics_lm.data.igsm.steps import Plan
+from physics_lm.data.igsm.structure import NI
+
+N_BINS = 23
+LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_FRAGS = [" ", ". ", "Define Inst as ", "Define Inter as ", "so ", "0", " = ", " + ", " - ",
+          " * ", " = 0 + 0", " = 0 - 0", " = 0 * 0", " = 0", ".", "", *LETTERS]
+(_SP, _SEP, _DI, _DA, _SO, _ZERO, _EQ, _PL, _MI, _TI, _CPL, _CMI, _CTI, _EQ0, _DOT,
+ _EMPTY) = range(16)
+_LET = 16
+TABLE = FragmentTable([list(f.encode()) for f in _FRAGS])
+SEG_PER_STEP = 12
+
+_K = np.array([
+    0x428A2F98, 0x71374491, 0xB5C0FBCF, 0xE9B5DBA5, 0x3956C25B, 0x59F111F1, 0x923F82A4, 0xAB1C5ED5,
+    0xD807AA98, 0x12835B01, 0x243185BE, 0x550C7DC3, 0x72BE5D74, 0x80DEB1FE, 0x9BDC06A7, 0xC19BF174,
+    0xE49B69C1, 0xEFBE4786, 0x0FC19DC6, 0x240CA1CC, 0x2DE92C6F, 0x4A7484AA, 0x5CB0A9DC, 0x76F988DA,
+    0x983E5152, 0xA831C66D, 0xB00327C8, 0xBF597FC7, 0xC6E00BF3, 0xD5A79147, 0x06CA6351, 0x14292967,
+    0x27B70A85, 0x2E1B2138, 0x4D2C6DFC, 0x53380D13, 0x650A7354, 0x766A0ABB, 0x81C2C92E, 0x92722C85,
+    0xA2BFE8A1, 0xA81A664B, 0xC24B8B70, 0xC76C51A3, 0xD192E819, 0xD6990624, 0xF40E3585, 0x106AA070,
+    0x19A4C116, 0x1E376C08, 0x2748774C, 0x34B0BCB5, 0x391C0CB3, 0x4ED8AA4A, 0x5B9CCA4F, 0x682E6FF3,
+    0x748F82EE, 0x78A5636F, 0x84C87814, 0x8CC70208, 0x90BEFFFA, 0xA4506CEB, 0xBEF9A3F7, 0xC67178F2,
+], np.uint32)
+_H0 = np.array([0x6A09E667, 0xBB67AE85, 0x3C6EF372, 0xA54FF53A, 0x510E527F, 0x9B05688C,
+                0x1F83D9AB, 0x5BE0CD19], np.uint32)
+_POW = np.array([pow(2, 32 * (7 - i), N_BINS) for i in range(8)], np.uint32)
+
+
+def sketch_bytes(plan: Plan, max_bytes: int):
+    """(bytes int32[max_bytes], length) of the official sketch of the planned solution."""
+    g = jnp.arange(plan.valid.shape[0])
+    start = plan.param_var - jnp.sum(  # first step of the parameter = its var - (steps - 1)
+        (plan.pos[None, :] == plan.pos[:, None]) & plan.valid[None, :], axis=1) + 1
+
+    def renamed(var):
+        is_final = jnp.any((plan.param_var == var[:, None]) & plan.valid[None, :], axis=1)
+        st = jnp.max(jnp.where((plan.param_var == var[:, None]) & plan.valid[None, :],
+                               start[None, :], 0), axis=1)
+        return jnp.where(is_final, st, var + 1)
+
+    ra, rb = renamed(plan.a_var), renamed(plan.b_var)
+    own = jnp.where(plan.final, start, g + 1)
+    is_abs = plan.slot >= NI
+    sep = jnp.where(g == 0, _SP, _SEP)
+    seg = jnp.stack([
+        jnp.where(plan.first, sep, _EMPTY),
+        jnp.where(plan.first, jnp.where(is_abs, _DA, _DI), _EMPTY),
+        jnp.where(plan.first, _LET + start, _EMPTY),
+        jnp.full_like(g, _SEP),
+        jnp.where(plan.final, _SO, _EMPTY),
+        _LET + own,
+        jnp.where(plan.n_opnd >= 1, _EQ, _EMPTY),
+        jnp.where(plan.n_opnd >= 1, jnp.where(plan.a_var >= 0, _LET + ra, _ZERO), _EMPTY),
+        jnp.where(plan.n_opnd == 2, _PL + plan.sign, _EMPTY),
+        jnp.where(plan.n_opnd == 2, jnp.where(plan.b_var >= 0, _LET + rb, _ZERO), _EMPTY),
+        jnp.where(plan.n_opnd == 2, _CPL + plan.sign, _EMPTY),
+        jnp.full_like(g, _EQ0),
+    ], axis=1)
+    seg = jnp.where(plan.valid[:, None], seg, _EMPTY).reshape(-1)
+    seg = jnp.concatenate([seg, jnp.array([_DOT])])
+    # the final "." goes right after the last valid segment: empty segments have length 0
+    out, total, _ = assemble(seg, TABLE, max_bytes)
+    return out, total
+
+
+def _rotr(x, n):
+    return (x >> n) | (x << (32 - n))
+
+
+def sha256_mod(msg: jax.Array, length: jax.Array) -> jax.Array:
+    """int(sha256(msg[:length]).hexdigest(), 16) % 23 for one message (bytes as int32)."""
+    max_bytes = msg.shape[0]
+    nb_max = (max_bytes + 9 + 63) // 64
+    t = jnp.arange(nb_max * 64)
+    m = jnp.concatenate([msg, jnp.zeros(nb_max * 64 - max_bytes, msg.dtype)])
+    nb = (length + 9 + 63) // 64
+    bitlen = (length * 8).astype(jnp.uint32)
+    end = nb * 64
+    lenbyte = jnp.where(t >= end - 4, (bitlen >> (8 * (end - 1 - t)).astype(jnp.uint32)) & 0xFF, 0)
+    b = jnp.where(t < length, m.astype(jnp.uint32), jnp.where(t == length, 0x80, 0))
+    b = jnp.where((t >= end - 4) & (t < end), lenbyte, b).astype(jnp.uint32)
+    words = b.reshape(nb_max, 16, 4)
+    words = (words[..., 0] << 24) | (words[..., 1] << 16) | (words[..., 2] << 8) | words[..., 3]
+    K = jnp.asarray(_K)
+
+    def block(h, blk):
+        def rnd(i, s):
+            a, b_, c, d, e, f, g, hh, w = s
+            wi = w[0]
+            s0 = _rotr(w[1], 7) ^ _rotr(w[1], 18) ^ (w[1] >> 3)
+            s1 = _rotr(w[14], 17) ^ _rotr(w[14], 19) ^ (w[14] >> 10)
+            w = jnp.concatenate([w[1:], (w[0] + s0 + w[9] + s1)[None]])  # rolling schedule
+            S1 = _rotr(e, 6) ^ _rotr(e, 11) ^ _rotr(e, 25)
+            ch = (e & f) ^ (~e & g)
+            t1 = hh + S1 + ch + K[i] + wi
+            S0 = _rotr(a, 2) ^ _rotr(a, 13) ^ _rotr(a, 22)
+            maj = (a & b_) ^ (a & c) ^ (b_ & c)
+            return (t1 + S0 + maj, a, b_, c, d + t1, e, f, g, w)
+
+        out = jax.lax.fori_loop(0, 64, rnd, (*(h[i] for i in range(8)), blk))
+        return h + jnp.stack(out[:8])
+
+    def cond(c):
+        return c[1] < nb
+
+    def body(c):
+        h, i = c
+        return block(h, words[i]), i + 1
+
+    h, _ = jax.lax.while_loop(cond, body, (jnp.asarray(_H0), jnp.int32(0)))
+    return (jnp.sum((h % N_BINS) * jnp.asarray(_POW)) % N_BINS).astype(jnp.int32)
+
+
+def template_bin(plan: Plan, max_bytes: int) -> jax.Array:
+    """The official template hash bin (0-22) of a planned solution."""
+    msg, length = sketch_bytes(plan, max_bytes)
+    return sha256_mod(msg, length)
+
+
+def max_sketch_bytes(n_steps: int) -> int:
+    """Static bound on the sketch length for `n_steps` steps."""
+    return 2 + n_steps * 46
+
+
+def sketch_text(solution: str, names: list[str] | None = None,
+                inter_names: list[str] | None = None) -> str:
+    """Host reference of the official `to_sketch(...)['sol']` of a solution text.
+
+    With `names` / `inter_names` (instance / abstract parameter names in `all_param` order) the
+    names are replaced by plain string replacement as the official code does, quirks included:
+    a name that is a substring of another one ("Frog's Caudal Vertebrae 1" inside "Poison Dart
+    Frog's Caudal Vertebrae 12") garbles the sketch, which changes the bin of ~1 % of problems.
+    Without them, each "Define <name> as" is replaced as a whole (Inter when the name ends with a
+    category), which is the quirk-free sketch the JAX hash computes.
+    """
+    sol = " " + solution if not solution.startswith(" ") else solution
+    if names is None:
+        cats = set(CATEGORIES)
+        sol = re.sub(r"Define (.+?) as ", lambda m: "Define Inter as " if m.group(1).rsplit(
+            "'s ", 1)[-1] in cats else "Define Inst as ", sol)
+    else:
+        for n in names:
+            sol = sol.replace(n, "Inst")
+        for n in inter_names or []:
+            sol = sol.replace(n, "Inter")
+    for i in range(22, 0, -1):
+        sol = sol.replace(str(i), "0")
+    sol = sol.replace(";", ".")
+    groups = [s.split(" ") for s in sol.split(". ")]
+    order: list[str] = []
+    for grp in groups:
+        for part in grp:
+            if part in _LETTER_SET and part not in order:
+                order.append(part)
+    ren = {s: LETTERS[i] for i, s in enumerate(order)}
+    return ". ".join(" ".join(ren.get(p, p) for p in grp) for grp in groups)
+
+
+_LETTER_SET = frozenset(LETTERS)
+
+
+def host_bin(sketch: str) -> int:
+    return int(hashlib.sha256(sketch.encode()).hexdigest(), 16) % N_BINS
