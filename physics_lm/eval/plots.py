@@ -1,0 +1,63 @@
+"""Plots of eval/cfg.json. matplotlib is optional: without it the plots are skipped with a note."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from absl import logging
+
+
+def write_plots(result: dict[str, Any], out_dir: Path) -> list[str]:
+    """Writes accuracy bars and KL-by-position curves; returns the written paths ([] if none).
+
+    `result` is `evaluate_cfg`'s dict, optionally with a "control" entry of the same form.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # no display on training hosts
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logging.info("matplotlib is not installed: skipping eval plots (metrics are in cfg.json)")
+        return []
+    runs = {"model": result, **({"control": result["control"]} if "control" in result else {})}
+    written = []
+
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    width = 0.8 / len(runs)
+    for i, (name, res) in enumerate(runs.items()):
+        labels, values = [], []
+        for setting, by_t in res["generation"].items():
+            for t, m in by_t.items():
+                labels.append(f"{setting} {t}")
+                values.append(m["accuracy"])
+        for t, m in {k: v for k, v in res.get("robustness", {}).items()
+                     if isinstance(v, dict)}.items():
+            labels += [f"corrupted {t}", f"clean {t}"]
+            values += [m["corrupted_acc"], m["clean_acc"]]
+        ax.bar([j + i * width for j in range(len(values))], values, width, label=name)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(labels))], labels, rotation=30,
+                  ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("generation accuracy")
+    ax.legend()
+    fig.tight_layout()
+    path = out_dir / "cfg_accuracy.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    written.append(str(path))
+
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    for name, res in runs.items():
+        ax.plot(res["distribution"]["kl_by_position"], label=name)
+    ax.set_xlabel("position r (row of the true next-token distribution)")
+    ax.set_ylabel("KL(true || model)")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    path = out_dir / "cfg_kl_by_position.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    written.append(str(path))
+    return written
