@@ -64,9 +64,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.task.seq_len = 320
         c.model.update(num_layers=2, num_heads=2, d_model=64, max_len=320,
                        compute_dtype="float32", remat=False)
-        c.optim.update(lr=3e-3, warmup_steps=10, weight_decay=0.05)
-        c.train.update(batch_size=16, num_steps=60, log_every=10, eval_every=60, eval_batches=2,
-                       checkpoint_every=60)
+        c.optim.update(lr=5e-3, warmup_steps=10, weight_decay=0.05)
+        c.train.update(batch_size=16, num_steps=150, log_every=10, eval_every=150,
+                       eval_batches=2, checkpoint_every=150)
     return c
 
 
