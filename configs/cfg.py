@@ -57,6 +57,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         eval_batches=1 if smoke else 8, checkpoint_every=2 if smoke else 2000,
         keep_checkpoints=2 if smoke else 3, peak_flops_per_device=0.0))
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, distributed=False))
+    # mode=eval / mode=probe sections (physics_lm/eval/cfg_eval.py, physics_lm/probing/run.py).
+    c.eval = ml_collections.ConfigDict(dict(
+        n_generate=16 if smoke else 256, n_dp=8 if smoke else 64, n_entropy=8 if smoke else 64,
+        decode_batch=16 if smoke else 128, control=True))
+    c.probe = ml_collections.ConfigDict(dict(
+        steps=20 if smoke else 2000, batch_size=8 if smoke else 32,
+        eval_batches=2 if smoke else 8))
     return c
 
 

@@ -34,4 +34,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # mode=eval / mode=probe on the trained workdir: sizes that finish in minutes on a CPU.
     c.eval = ml_collections.ConfigDict(dict(n_generate=64, n_dp=32, n_entropy=32, decode_batch=64,
                                             control=True))
+    c.probe = ml_collections.ConfigDict(dict(steps=400, batch_size=16, eval_batches=4,
+                                             log_every=50))
     return c

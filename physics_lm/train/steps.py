@@ -20,6 +20,7 @@ from physics_lm.data.batch import Batch, Task
 from physics_lm.models.gpt2 import GPT2
 
 # Key streams derived from the config seed; a stream index never changes meaning.
+# 10-12 belong to probing (physics_lm/probing/train_probe.py: probe data, probe eval, probe init).
 STREAM_TRAIN_DATA, STREAM_INIT, STREAM_EVAL_DATA, STREAM_DROPOUT = 0, 1, 2, 3
 
 

@@ -1,0 +1,6 @@
+"""Probing frozen models (`mode=probe`).
+
+capture.py (named hidden states of a frozen model) · heads.py (linear and multi-linear heads)
+· train_probe.py (task-agnostic jitted probe steps; the model's params are a frozen input) ·
+cfg_probe.py (CFG NT-ancestor / NT-boundary targets) · run.py (`probe_checkpoint`).
+"""

@@ -1,0 +1,248 @@
+"""`mode=probe`: fit NT-ancestor / NT-boundary probes on a trained CFG run and its random init.
+
+  python -m physics_lm.main --config=configs/cfg.py:... --config.mode=probe --workdir=RUN
+
+Writes `RUN/probe/cfg.json` (layout in `probe_checkpoint`) and `RUN/probe/heatmap.png` (level ×
+layer; skipped with a log line when matplotlib is not installed). The control is the same
+architecture at its initial parameters (the very init the trained run started from), probed with
+the same steps and the same data, and always reported beside the trained model.
+
+`cfg.extra["probe"]` keys (all optional):
+  steps 2000          probe updates (every probe of every layer, level and kind at once)
+  batch_size 32       rows per update (divisible by the mesh's data-parallel size)
+  lr 1e-3             Adam peak learning rate (warmup, then cosine to lr/10)
+  warmup_steps 100
+  eval_batches 8      held-out batches of `batch_size` rows for the accuracies
+  kinds ["linear", "multi"]  "multi" = the paper's multi-head linear probe
+  num_heads 16, rank 32      multi-linear heads and rank per head
+  max_offset 128      multi-linear relative offsets are clipped here
+  remat True          recompute multi-linear pooling in the backward pass (memory)
+  layers "all"        or a list of names from `capture.residual_layer_names`
+  levels "all"        or a list of NT levels in 1..D-1
+  checkpoint_step -1  which checkpoint (-1 = latest)
+  log_every 200
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from jax.sharding import NamedSharding, PartitionSpec
+
+from physics_lm.config import ConfigError, ExperimentConfig
+from physics_lm.data.cfg.task import CFGTask
+from physics_lm.probing import cfg_probe, heads
+from physics_lm.probing import train_probe as tp
+from physics_lm.probing.capture import residual_layer_names
+from physics_lm.train import sharding
+from physics_lm.train.setup import Experiment
+from physics_lm.train.steps import STREAM_INIT, stream_key
+from physics_lm.train.trainer import load_trained
+
+_FIT_KEYS = {f.name for f in dataclasses.fields(tp.FitSettings)} - {"seed"}
+DEFAULTS: dict[str, Any] = {
+    **{k: v for k, v in dataclasses.asdict(tp.FitSettings()).items() if k in _FIT_KEYS},
+    "kinds": list(heads.KINDS), "layers": "all", "levels": "all", "checkpoint_step": -1,
+}
+
+
+def parse_probe_config(raw: dict[str, Any], seed: int) -> tuple[tp.FitSettings, dict[str, Any]]:
+    """(fit settings, run options) from `cfg.extra["probe"]`; errors name `probe.<key>`."""
+    unknown = sorted(set(raw) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"unknown config key probe.{unknown[0]}={raw[unknown[0]]!r}; "
+                          f"known: {', '.join(sorted(DEFAULTS))}")
+    merged = {**DEFAULTS, **raw}
+    for key, default in DEFAULTS.items():
+        value = merged[key]
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        else:  # "all" or a list
+            ok = value == "all" or isinstance(value, list | tuple)
+        if not ok:
+            raise ConfigError(f"probe.{key}={value!r}: expected {type(default).__name__}")
+    for key in ("steps", "batch_size", "eval_batches", "num_heads", "rank", "max_offset",
+                "log_every"):
+        if merged[key] < 1:
+            raise ConfigError(f"probe.{key}={merged[key]!r}: must be >= 1")
+    if not merged["lr"] > 0 or merged["warmup_steps"] < 0:
+        raise ConfigError(f"probe.lr/warmup_steps={(merged['lr'], merged['warmup_steps'])!r}: "
+                          "need lr > 0 and warmup_steps >= 0")
+    kinds = tuple(merged["kinds"])
+    if not kinds or any(k not in heads.KINDS for k in kinds) or len(set(kinds)) != len(kinds):
+        raise ConfigError(f"probe.kinds={list(kinds)!r}: a non-empty subset of {heads.KINDS}")
+    fit = tp.FitSettings(**{k: merged[k] for k in _FIT_KEYS if k != "kinds"}, kinds=kinds,
+                         seed=seed)
+    fit = dataclasses.replace(fit, lr=float(fit.lr))
+    return fit, {k: merged[k] for k in DEFAULTS if k not in _FIT_KEYS}
+
+
+def _resolve_layers(opt: Any, num_layers: int) -> tuple[str, ...]:
+    known = residual_layer_names(num_layers)
+    names = known if opt == "all" else tuple(opt)
+    bad = [n for n in names if n not in known]
+    if bad or not names:
+        raise ConfigError(f"probe.layers={list(names)!r}: names must be among {list(known)}")
+    return names
+
+
+def control_params(exp: Experiment) -> Any:
+    """The random-init control: the same init the trained run started from, same shardings."""
+
+    def init():
+        tokens = jnp.zeros((1, exp.task.seq_len), jnp.int32)
+        return nn.unbox(exp.model.init(stream_key(exp.cfg.seed, STREAM_INIT), tokens)["params"])
+
+    return jax.jit(init, out_shardings=exp.state_shardings.params)()
+
+
+def probe_model(problem: tp.ProbeProblem, steps: tuple, frozen: Any, fit: tp.FitSettings,
+                N: int, D: int, replicated: Any, name: str) -> dict[str, Any]:
+    """Fits every probe on one frozen model and evaluates it on held-out batches."""
+    tx, jit_train, jit_eval = steps
+    state = jax.device_put(tp.init_probe_state(problem, tx, fit, N, D), replicated)
+    state, last = tp.fit(jit_train, state, frozen, fit, name=f"probe[{name}]")
+    return {"metrics": tp.evaluate(jit_eval, state, frozen, fit.eval_batches),
+            "final_loss": last}
+
+
+def _num(x: Any) -> float | None:
+    """A JSON-able float; NaN (an empty subset) becomes null."""
+    x = float(x)
+    return None if math.isnan(x) else x
+
+
+def report(task: CFGTask, layers: tuple[str, ...], levels: tuple[int, ...],
+           by_model: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """results[kind][layer][f"level{l}"][target] = {trained, control, baselines}; see module."""
+    grp = cfg_probe.groups(task, levels)
+    base = next(iter(by_model.values()))["metrics"]["baseline"]
+    kinds = [k for k in by_model["trained"]["metrics"] if k != "baseline"]
+    results: dict[str, Any] = {}
+    heat: dict[str, Any] = {}
+    for kind in kinds:
+        results[kind] = {layer: {f"level{l}": {} for l in levels} for layer in layers}
+        heat[kind] = {"ancestor_acc_boundary": {}, "boundary_acc": {}}
+        for g, (target, l, n_cls) in enumerate(grp):
+            for li, layer in enumerate(layers):
+                entry = {model: {"acc": _num(m["metrics"][kind]["acc"][li, g]),
+                                 "acc_boundary": _num(m["metrics"][kind]["acc_focus"][li, g])}
+                         for model, m in by_model.items()}
+                entry.update(majority=_num(base["majority"][g]),
+                             majority_boundary=_num(base["majority_focus"][g]),
+                             chance=1.0 / n_cls, num_classes=n_cls, n=int(base["n"][g]),
+                             n_boundary=int(base["n_focus"][g]))
+                results[kind][layer][f"level{l}"][target] = entry
+        for model, m in by_model.items():
+            acc = m["metrics"][kind]
+            L = len(levels)
+            heat[kind]["ancestor_acc_boundary"][model] = [
+                [_num(acc["acc_focus"][li, i]) for li in range(len(layers))] for i in range(L)]
+            heat[kind]["boundary_acc"][model] = [
+                [_num(acc["acc"][li, L + i]) for li in range(len(layers))] for i in range(L)]
+    return {"results": results, "heatmap": heat}
+
+
+def write_heatmap(path: Path, doc: dict[str, Any]) -> bool:
+    """level × layer panels (rows: kind × target; columns: trained, control); False if no mpl."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logging.warning("matplotlib is not installed: skipping %s (the numbers are in cfg.json "
+                        "under 'heatmap')", path)
+        return False
+    heat, layers, levels = doc["heatmap"], doc["layers"], doc["levels"]
+    rows = [(k, t) for k in heat for t in heat[k]]
+    models = list(next(iter(heat.values()))["boundary_acc"])
+    fig, axes = plt.subplots(len(rows), len(models), squeeze=False, layout="constrained",
+                             figsize=(1.5 + max(2.8, 0.7 * len(layers)) * len(models),
+                                      0.8 + 2.0 * len(rows)))
+    for r, (kind, target) in enumerate(rows):
+        for c, model in enumerate(models):
+            ax = axes[r][c]
+            grid = np.array(heat[kind][target][model], dtype=float)
+            im = ax.imshow(grid, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+            for (i, j), v in np.ndenumerate(grid):
+                ax.text(j, i, "" if np.isnan(v) else f"{v:.2f}", ha="center", va="center",
+                        fontsize=6, color="w" if v < 0.6 else "k")
+            ax.set_title(f"{model}\n{kind} · {target}", fontsize=8)
+            ax.set_xticks(range(len(layers)), [n.replace("blocks.", "").replace(".resid_post", "")
+                                               for n in layers], fontsize=6)
+            ax.set_yticks(range(len(levels)), [f"L{l}" for l in levels], fontsize=6)
+    fig.colorbar(im, ax=axes, shrink=0.6)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def probe_checkpoint(cfg: ExperimentConfig, workdir: str | Path) -> dict[str, Any]:
+    """Probes the run in `workdir` and its random-init control; writes probe/cfg.json.
+
+    cfg.json: {"grammar", "task", "checkpoint_step", "layers", "levels", "settings", "note",
+    "final_loss": {model: {...}}, "results": {kind: {layer: {"level<l>": {target: {
+    "trained": {"acc", "acc_boundary"}, "control": {...}, "majority", "majority_boundary",
+    "chance", "num_classes", "n", "n_boundary"}}}}}, "heatmap": {kind: {"ancestor_acc_boundary"
+    | "boundary_acc": {model: [levels][layers]}}}}. "acc" is over every labelled token (BOS, EOS
+    and pad are never scored); "acc_boundary" only over the level's NT ends (nt_boundary[l] = 1),
+    where it is the paper's headline ancestor accuracy and, for the boundary bit, its recall.
+    Baselines (majority = best constant guess on the same positions) come from the same
+    held-out batches both models are scored on; a subset with no positions gives null.
+    """
+    workdir = Path(workdir)
+    fit, opts = parse_probe_config(dict(cfg.extra.get("probe", {})), cfg.seed)
+    step = None if opts["checkpoint_step"] < 0 else opts["checkpoint_step"]
+    exp, params, step = load_trained(cfg, workdir, step)
+    task = exp.task
+    if not isinstance(task, CFGTask):
+        raise ConfigError(f"task.name={cfg.task.name!r}: probe mode supports CFG tasks only")
+    dp = sharding.data_parallel_size(exp.mesh)
+    if fit.batch_size % dp:
+        raise ConfigError(f"probe.batch_size={fit.batch_size}: must divide by the data-parallel "
+                          f"size {dp}")
+    layers = _resolve_layers(opts["layers"], exp.model.cfg.num_layers)
+    levels = cfg_probe.probe_levels(task) if opts["levels"] == "all" else tuple(opts["levels"])
+    if not all(isinstance(l, int) and not isinstance(l, bool) for l in levels):
+        raise ConfigError(f"probe.levels={list(levels)!r}: expected ints")
+    try:
+        cfg_probe.check_levels(task, levels)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    problem = cfg_probe.make_problem(task, exp.model, layers, levels,
+                                     sharding.activation_rules(exp.mesh))
+    replicated = NamedSharding(exp.mesh, PartitionSpec())
+    N, D = len(layers), exp.model.cfg.d_model
+    by_model: dict[str, dict[str, Any]] = {}
+    with jax.set_mesh(exp.mesh):
+        steps = tp.jit_steps(problem, fit, batch_constraint=exp.constrain_batch,
+                             replicated=replicated)
+        by_model["trained"] = probe_model(problem, steps, params, fit, N, D, replicated,
+                                          "trained")
+        by_model["control"] = probe_model(problem, steps, control_params(exp), fit, N, D,
+                                          replicated, "control")
+    doc = {"grammar": task.grammar, "task": task.describe(), "checkpoint_step": int(step),
+           "layers": list(layers), "levels": list(levels),
+           "settings": {**dataclasses.asdict(fit), **opts}, "note": cfg_probe.ambiguity_note(task),
+           "final_loss": {m: v["final_loss"] for m, v in by_model.items()},
+           **report(task, layers, levels, by_model)}
+    out = workdir / "probe"
+    if jax.process_index() == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "cfg.json").write_text(json.dumps(doc, indent=2, default=_num))
+        write_heatmap(out / "heatmap.png", doc)
+    logging.info("probe results written to %s", out / "cfg.json")
+    return {"probe_json": str(out / "cfg.json"), "checkpoint_step": int(step)}
