@@ -92,3 +92,17 @@ def test_untied_head_and_param_count():
     tied = _model("absolute")[1]
     n = lambda p: sum(x.size for x in jax.tree.leaves(p))
     assert n(params) - n(tied) == 32 * 11
+
+
+@pytest.mark.parametrize("pos", ["rotary", "relative", "uniform"])
+def test_causal_block_skipping_equals_full_attention(pos):
+    cfg = ModelConfig(num_layers=1, num_heads=2, d_model=16, vocab_size=5, max_len=256, pos=pos)
+    model = GPT2(cfg)
+    tokens = jax.random.randint(jax.random.key(2), (1, 256), 0, 5)
+    params = nn.unbox(model.init(jax.random.key(0), tokens[:, :4])["params"])
+    name = ("blocks.0.attn.pattern",)
+    fast, a = model.apply({"params": params}, tokens, capture=name)  # blockwise (T = 2 blocks)
+    full, b = model.apply({"params": params}, tokens, capture=name,  # explicit positions: one block
+                          positions_BxT=jnp.arange(256)[None])
+    np.testing.assert_allclose(fast, full, atol=1e-5)
+    np.testing.assert_allclose(a[name[0]], b[name[0]], atol=1e-6)

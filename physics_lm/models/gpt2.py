@@ -31,6 +31,7 @@ import jax.numpy as jnp
 from physics_lm.config import ModelConfig
 
 _NEG_INF = -1e9
+_BLOCK = 128  # query block of the causal block-skipping attention (training/eval, T >= 256)
 
 
 def activation_names(num_layers: int) -> tuple[str, ...]:
@@ -64,6 +65,33 @@ def rotate(x_BxTxHxK: jax.Array, pos_BxT: jax.Array, base: float) -> jax.Array:
     return out.astype(x_BxTxHxK.dtype)
 
 
+def _attend(cfg: ModelConfig, q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, pos_BxT, kpos_BxS, valid_BxS,
+            bias_HxR, dropout):
+    """Attention weights of one query block over its keys (by position), and the mixed values."""
+    H, K = cfg.num_heads, cfg.head_dim
+    dist_BxTxS = pos_BxT[:, :, None] - kpos_BxS[:, None, :]
+    allowed_BxTxS = (dist_BxTxS >= 0) & valid_BxS[:, None, :]
+    B, T, S = pos_BxT.shape[0], pos_BxT.shape[1], kpos_BxS.shape[1]
+    logits_BxHxTxS = jnp.zeros((B, H, T, S), jnp.float32)
+    if q_BxTxHxK is not None:
+        logits_BxHxTxS = jnp.einsum("bthk,bshk->bhts", q_BxTxHxK, k_BxSxHxK,
+                                    preferred_element_type=jnp.float32) / jnp.sqrt(K)
+    if cfg.pos in ("relative", "position_only"):
+        clipped_BxTxS = jnp.clip(dist_BxTxS, 0, cfg.rel_max_distance)
+        logits_BxHxTxS += jnp.moveaxis(bias_HxR[:, clipped_BxTxS], 0, 1)
+    if cfg.pos == "uniform":
+        window_H = 2 ** (jnp.arange(H) + 1) - 1
+        allowed_BxHxTxS = allowed_BxTxS[:, None] & (
+            dist_BxTxS[:, None] < window_H[None, :, None, None])
+    else:
+        allowed_BxHxTxS = jnp.broadcast_to(allowed_BxTxS[:, None], logits_BxHxTxS.shape)
+    logits_BxHxTxS = jnp.where(allowed_BxHxTxS, logits_BxHxTxS, _NEG_INF)
+    pattern_BxHxTxS = jax.nn.softmax(logits_BxHxTxS, axis=-1)
+    probs = dropout(pattern_BxHxTxS)
+    out_BxTxHxK = jnp.einsum("bhts,bshk->bthk", probs.astype(v_BxSxHxK.dtype), v_BxSxHxK)
+    return out_BxTxHxK, pattern_BxHxTxS
+
+
 class Attention(nn.Module):
     cfg: ModelConfig
     decode: bool = False
@@ -73,18 +101,21 @@ class Attention(nn.Module):
                           (self.cfg.num_heads, self.cfg.rel_max_distance + 1))
 
     @nn.compact
-    def __call__(self, x_BxTxD: jax.Array, pos_BxT: jax.Array, deterministic: bool):
+    def __call__(self, x_BxTxD: jax.Array, pos_BxT: jax.Array, deterministic: bool,
+                 blockwise: bool = False):
         cfg, dt = self.cfg, _dtype(self.cfg)
         H, K, D = cfg.num_heads, cfg.head_dim, cfg.d_model
-        def proj(name: str, x_BxTxD: jax.Array) -> jax.Array:
-            w_DxHxK = self.param(f"{name}_kernel", _init(0.02, ("embed", "heads", "kv")), (D, H, K))
-            b_HxK = self.param(f"{name}_bias", _zeros(("heads", "kv")), (H, K))
-            return jnp.einsum("btd,dhk->bthk", x_BxTxD, w_DxHxK.astype(dt)) + b_HxK.astype(dt)
-
-        v_BxTxHxK = proj("value", x_BxTxD)
         uses_qk = cfg.pos in ("absolute", "rotary", "relative")
+        # One fused projection (query, key, value or value alone): one large matmul, not three.
+        n = 3 if uses_qk else 1
+        w_DxNxHxK = self.param("qkv_kernel", _init(0.02, ("embed", None, "heads", "kv")),
+                               (D, n, H, K))
+        b_NxHxK = self.param("qkv_bias", _zeros((None, "heads", "kv")), (n, H, K))
+        qkv_BxTxNxHxK = (jnp.einsum("btd,dnhk->btnhk", x_BxTxD, w_DxNxHxK.astype(dt))
+                         + b_NxHxK.astype(dt))
+        v_BxTxHxK = qkv_BxTxNxHxK[:, :, -1]
         if uses_qk:
-            q_BxTxHxK, k_BxTxHxK = proj("query", x_BxTxD), proj("key", x_BxTxD)
+            q_BxTxHxK, k_BxTxHxK = qkv_BxTxNxHxK[:, :, 0], qkv_BxTxNxHxK[:, :, 1]
             if cfg.pos == "rotary":
                 q_BxTxHxK = rotate(q_BxTxHxK, pos_BxT, cfg.rope_base)
                 k_BxTxHxK = rotate(k_BxTxHxK, pos_BxT, cfg.rope_base)
@@ -99,25 +130,26 @@ class Attention(nn.Module):
             k_BxSxHxK, v_BxSxHxK, kpos_BxS = k_BxTxHxK, v_BxTxHxK, pos_BxT
             valid_BxS = jnp.ones((B, T), bool)
 
-        dist_BxTxS = pos_BxT[:, :, None] - kpos_BxS[:, None, :]
-        allowed_BxTxS = (dist_BxTxS >= 0) & valid_BxS[:, None, :]
-        logits_BxHxTxS = jnp.zeros((B, H, T, k_BxSxHxK.shape[1]), jnp.float32)
-        if uses_qk:
-            logits_BxHxTxS = jnp.einsum("bthk,bshk->bhts", q_BxTxHxK, k_BxSxHxK,
-                                        preferred_element_type=jnp.float32) / jnp.sqrt(K)
-        if cfg.pos in ("relative", "position_only"):
-            clipped_BxTxS = jnp.clip(dist_BxTxS, 0, cfg.rel_max_distance)
-            logits_BxHxTxS += jnp.moveaxis(self._bias_table()[:, clipped_BxTxS], 0, 1)
-        if cfg.pos == "uniform":
-            window_H = 2 ** (jnp.arange(H) + 1) - 1
-            allowed_BxHxTxS = allowed_BxTxS[:, None] & (
-                dist_BxTxS[:, None] < window_H[None, :, None, None])
+        bias_HxR = self._bias_table() if cfg.pos in ("relative", "position_only") else None
+        drop = nn.Dropout(cfg.dropout)
+        dropout = lambda p: drop(p, deterministic=deterministic)
+        if blockwise and T >= 2 * _BLOCK and T % _BLOCK == 0:
+            # Causal block skipping: query block i only meets keys [0, (i+1)·Tb) (index order
+            # = position order here), saving up to half of the attention FLOPs on long rows.
+            outs, pats = [], []
+            for start in range(0, T, _BLOCK):
+                q_sl, k_sl = slice(start, start + _BLOCK), slice(0, start + _BLOCK)
+                out, pat = _attend(cfg, q_BxTxHxK[:, q_sl] if uses_qk else None,
+                                   k_BxSxHxK[:, k_sl], v_BxSxHxK[:, k_sl], pos_BxT[:, q_sl],
+                                   kpos_BxS[:, k_sl], valid_BxS[:, k_sl], bias_HxR, dropout)
+                outs.append(out)
+                pats.append(jnp.pad(pat, ((0, 0), (0, 0), (0, 0), (0, T - start - _BLOCK))))
+            out_BxTxHxK = jnp.concatenate(outs, axis=1)
+            pattern_BxHxTxS = jnp.concatenate(pats, axis=2)
         else:
-            allowed_BxHxTxS = jnp.broadcast_to(allowed_BxTxS[:, None], logits_BxHxTxS.shape)
-        logits_BxHxTxS = jnp.where(allowed_BxHxTxS, logits_BxHxTxS, _NEG_INF)
-        pattern_BxHxTxS = jax.nn.softmax(logits_BxHxTxS, axis=-1)
-        probs = nn.Dropout(cfg.dropout)(pattern_BxHxTxS, deterministic=deterministic)
-        out_BxTxHxK = jnp.einsum("bhts,bshk->bthk", probs.astype(dt), v_BxSxHxK)
+            out_BxTxHxK, pattern_BxHxTxS = _attend(
+                cfg, q_BxTxHxK if uses_qk else None, k_BxSxHxK, v_BxSxHxK, pos_BxT, kpos_BxS,
+                valid_BxS, bias_HxR, dropout)
         w_HxKxD = self.param("out_kernel", _init(0.02 / jnp.sqrt(2 * cfg.num_layers),
                                                  ("heads", "kv", "embed")), (H, K, D))
         b_D = self.param("out_bias", _zeros(("embed",)), (D,))
@@ -150,14 +182,14 @@ class Block(nn.Module):
     decode: bool = False
 
     @nn.compact
-    def __call__(self, x_BxTxD, pos_BxT, deterministic: bool):
+    def __call__(self, x_BxTxD, pos_BxT, deterministic: bool, blockwise: bool = False):
         cfg, dt = self.cfg, _dtype(self.cfg)
         ln = lambda name: nn.LayerNorm(
             1e-5, dtype=dt, name=name,
             scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
             bias_init=_zeros(("norm",)))
         attn_BxTxD, pattern = Attention(cfg, self.decode, name="attn")(
-            ln("ln_1")(x_BxTxD), pos_BxT, deterministic)
+            ln("ln_1")(x_BxTxD), pos_BxT, deterministic, blockwise)
         x_BxTxD = x_BxTxD + nn.Dropout(cfg.dropout)(attn_BxTxD, deterministic=deterministic)
         h_BxTxF = nn.Dense(cfg.mlp_dim, dtype=dt, name="fc",
                            kernel_init=_init(0.02, ("embed", "mlp")),
@@ -191,6 +223,7 @@ class GPT2(nn.Module):
         if cfg.vocab_size <= 0:
             raise ValueError(f"model.vocab_size={cfg.vocab_size}: resolve it from the task first")
         B, T = tokens_BxT.shape
+        blockwise = positions_BxT is None and not self.decode  # positions = index order
         if positions_BxT is None:
             positions_BxT = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
             if self.decode:  # continue after what the cache already holds
@@ -211,10 +244,10 @@ class GPT2(nn.Module):
         x_BxTxD = nn.Dropout(cfg.dropout)(x_BxTxD, deterministic=deterministic)
         x_BxTxD = nn.with_logical_constraint(x_BxTxD, ("batch", "length", "act_embed"))
         keep("embed", x_BxTxD)
-        block_cls = nn.remat(Block, static_argnums=(3,)) if cfg.remat else Block
+        block_cls = nn.remat(Block, static_argnums=(3, 4)) if cfg.remat else Block
         for i in range(cfg.num_layers):
             x_BxTxD, pattern = block_cls(cfg, self.decode, name=f"blocks_{i}")(
-                x_BxTxD, positions_BxT, deterministic)
+                x_BxTxD, positions_BxT, deterministic, blockwise)
             keep(f"blocks.{i}.attn.pattern", pattern)
             keep(f"blocks.{i}.resid_post", x_BxTxD)
         x_BxTxD = nn.LayerNorm(
