@@ -11,7 +11,7 @@ import ml_collections
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    steps = int(arg.removeprefix("steps=")) if arg else 600
+    steps = int(arg.removeprefix("steps=")) if arg else 500
     c = ml_collections.ConfigDict()
     c.mode = "train"
     c.seed = 0
@@ -27,13 +27,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         lr=3e-3, b1=0.9, b2=0.98, eps=1e-8, weight_decay=0.1, warmup_steps=min(50, steps // 4),
         schedule="cosine", final_lr_frac=0.1, grad_clip=1.0, grad_accum=1))
     c.train = ml_collections.ConfigDict(dict(
-        batch_size=16, num_steps=steps, log_every=max(steps // 30, 1),
+        batch_size=8, num_steps=steps, log_every=max(steps // 30, 1),
         eval_every=max(steps // 4, 1), eval_batches=4, checkpoint_every=max(steps // 4, 1),
         keep_checkpoints=2, peak_flops_per_device=0.0))
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, distributed=False))
     # mode=eval / mode=probe on the trained workdir: sizes that finish in minutes on a CPU.
     c.eval = ml_collections.ConfigDict(dict(n_generate=64, n_dp=32, n_entropy=32, decode_batch=64,
                                             control=True))
-    c.probe = ml_collections.ConfigDict(dict(steps=400, batch_size=16, eval_batches=4,
-                                             log_every=50))
+    c.probe = ml_collections.ConfigDict(dict(steps=300, batch_size=8, eval_batches=4,
+                                             num_heads=4, rank=16, log_every=50))
     return c
