@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 POSITION_SCHEMES = ("absolute", "rotary", "relative", "position_only", "uniform")
@@ -131,26 +131,41 @@ def _to_dict(cd: Any) -> dict:
     return cd.to_dict() if hasattr(cd, "to_dict") else dict(cd)
 
 
-def _build_section(name: str, cls: type, raw: Mapping[str, Any]) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def coerce_value(key: str, value: Any, default: Any) -> Any:
+    """`value` checked against the type of `default`: ints widen to floats, a sequence of
+    numbers becomes a tuple of floats; otherwise a ConfigError names the dotted key."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = _is_number(value)
+        value = float(value) if ok else value
+    elif isinstance(default, tuple):
+        ok = isinstance(value, Sequence) and not isinstance(value, str) and all(
+            _is_number(v) for v in value)
+        value = tuple(float(v) for v in value) if ok else value
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ConfigError(f"{key}={value!r}: expected {type(default).__name__}")
+    return value
+
+
+def build_section(name: str, cls: type, raw: Mapping[str, Any] | None) -> Any:
+    """A frozen dataclass `cls` from the config section `name`, checking keys and types."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    defaults = cls()
     kwargs = {}
-    for key, value in raw.items():
+    for key, value in (raw or {}).items():
         if key not in fields:
             raise ConfigError(f"unknown config key {name}.{key}={value!r}; "
                               f"known: {', '.join(sorted(fields))}")
-        default = getattr(cls(), key)
-        if isinstance(default, bool):
-            ok = isinstance(value, bool)
-        elif isinstance(default, int):
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        elif isinstance(default, float):
-            ok = isinstance(value, int | float) and not isinstance(value, bool)
-            value = float(value) if ok else value
-        else:
-            ok = isinstance(value, type(default))
-        if not ok:
-            raise ConfigError(f"{name}.{key}={value!r}: expected {type(default).__name__}")
-        kwargs[key] = value
+        kwargs[key] = coerce_value(f"{name}.{key}", value, getattr(defaults, key))
     return cls(**kwargs)
 
 
@@ -213,7 +228,7 @@ def from_config_dict(cd: Any) -> ExperimentConfig:
     _require(mode in MODES, "mode", mode, f"must be one of {MODES}")
     seed = raw.get("seed", 0)
     _require(isinstance(seed, int) and seed >= 0, "seed", seed, "must be an int >= 0")
-    sections = {name: _build_section(name, cls, _to_dict(raw.get(name, {})))
+    sections = {name: build_section(name, cls, _to_dict(raw.get(name, {})))
                 for name, cls in _SECTIONS.items()}
     task_raw = _to_dict(raw.get("task", {}))
     task = TaskConfig(name=task_raw.pop("name", "cfg"), kwargs=task_raw)

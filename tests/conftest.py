@@ -22,3 +22,18 @@ def reference_dir() -> Path:
     if not _REFERENCE.is_dir():
         pytest.skip(f"reference folder {_REFERENCE} is absent")
     return _REFERENCE
+
+
+@pytest.fixture(scope="session")
+def load_config():
+    """`load_config("quickstart", "steps=10")` -> configs/quickstart.py's get_config(arg)."""
+    import importlib.util
+
+    def load(stem: str, arg: str | None = None):
+        path = Path(__file__).resolve().parents[1] / "configs" / f"{stem}.py"
+        spec = importlib.util.spec_from_file_location(f"configs_{stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.get_config(arg)
+
+    return load

@@ -1,6 +1,5 @@
 """The quick start learns, and the CLI fails cleanly on bad input."""
 
-import importlib.util
 import math
 import subprocess
 import sys
@@ -12,15 +11,8 @@ from physics_lm.train.trainer import train_and_evaluate
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _quickstart(arg: str):
-    spec = importlib.util.spec_from_file_location("qs", ROOT / "configs" / "quickstart.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
-
-
-def test_shortened_quickstart_learns_the_grammar(tmp_path):
-    c = _quickstart("steps=100")
+def test_shortened_quickstart_learns_the_grammar(tmp_path, load_config):
+    c = load_config("quickstart", "steps=100")
     c.task.seq_len = c.model.max_len = 128  # same model and recipe, shorter rows
     c.train.batch_size = 16
     cfg = from_config_dict(c)

@@ -46,14 +46,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from physics_lm.config import ConfigError, ModelConfig
+from physics_lm.config import ConfigError, ModelConfig, build_section
 from physics_lm.data.cfg import membership, nexttoken
 from physics_lm.data.cfg.grammar import Grammar
 from physics_lm.data.cfg.sampler import sample_strings
@@ -92,32 +92,8 @@ class EvalConfig:
 
 
 def parse_section(cls: type, raw: Mapping[str, Any] | None, section: str) -> Any:
-    """A frozen dataclass from a free-form `extra` section, checking keys and value types.
-
-    Errors are ConfigError (a ValueError), so `main` reports them as config errors.
-    """
-    known = {f.name for f in dataclasses.fields(cls)}
-    kw: dict[str, Any] = {}
-    for key, value in (raw or {}).items():
-        if key not in known:
-            raise ConfigError(f"unknown {section} key {section}.{key}={value!r}; "
-                             f"known: {', '.join(sorted(known))}")
-        default = getattr(cls(), key)
-        if isinstance(default, tuple):
-            ok = isinstance(value, Sequence) and all(
-                isinstance(v, int | float) and not isinstance(v, bool) for v in value)
-            value = tuple(float(v) for v in value) if ok else value
-        elif isinstance(default, bool):
-            ok = isinstance(value, bool)
-        elif isinstance(default, int):
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        else:
-            ok = isinstance(value, int | float) and not isinstance(value, bool)
-            value = float(value) if ok else value
-        if not ok:
-            raise ConfigError(f"{section}.{key}={value!r}: expected {type(default).__name__}")
-        kw[key] = value
-    return cls(**kw)
+    """A frozen dataclass from a free-form `extra` section (ConfigError on a bad key/type)."""
+    return build_section(section, cls, raw)
 
 
 def tkey(t: float) -> str:

@@ -38,7 +38,7 @@ import numpy as np
 from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec
 
-from physics_lm.config import ConfigError, ExperimentConfig
+from physics_lm.config import ConfigError, ExperimentConfig, coerce_value
 from physics_lm.data.cfg.task import CFGTask
 from physics_lm.probing import cfg_probe, heads
 from physics_lm.probing import train_probe as tp
@@ -64,16 +64,10 @@ def parse_probe_config(raw: dict[str, Any], seed: int) -> tuple[tp.FitSettings, 
     merged = {**DEFAULTS, **raw}
     for key, default in DEFAULTS.items():
         value = merged[key]
-        if isinstance(default, bool):
-            ok = isinstance(value, bool)
-        elif isinstance(default, int):
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        elif isinstance(default, float):
-            ok = isinstance(value, int | float) and not isinstance(value, bool)
-        else:  # "all" or a list
-            ok = value == "all" or isinstance(value, list | tuple)
-        if not ok:
-            raise ConfigError(f"probe.{key}={value!r}: expected {type(default).__name__}")
+        if isinstance(default, bool | int | float):
+            merged[key] = coerce_value(f"probe.{key}", value, default)
+        elif not (value == "all" or isinstance(value, list | tuple)):
+            raise ConfigError(f"probe.{key}={value!r}: expected 'all' or a list")
     for key in ("steps", "batch_size", "eval_batches", "num_heads", "rank", "max_offset",
                 "log_every"):
         if merged[key] < 1:
