@@ -12,6 +12,8 @@ linear decay.
 
 import ml_collections
 
+from physics_lm.config import parse_config_arg
+
 SIZES = {  # (layers, heads, d_model)
     "small": (12, 12, 768),
     "medium": (24, 16, 1024),
@@ -25,16 +27,8 @@ TEST_ARGS = (None, "corrupt=0.1", *(f"grammar={g},pos={p},smoke" for g in GRAMMA
                                     for p in POSITIONS))
 
 
-def _parse(arg: str | None) -> dict[str, str]:
-    out = {}
-    for part in filter(None, (arg or "").split(",")):
-        k, _, v = part.partition("=")
-        out[k] = v or "1"
-    return out
-
-
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    a = _parse(arg)
+    a = parse_config_arg(arg)
     smoke = a.get("smoke") == "1" or a.get("size") == "smoke"
     grammar = a.get("grammar", "cfg3f")
     layers, heads, width = SIZES[a.get("size", "smoke" if smoke else "small")]

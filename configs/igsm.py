@@ -13,6 +13,8 @@ template bins (`IGSMTask.heldout()`), so it measures generalisation to unseen so
 
 import ml_collections
 
+from physics_lm.config import parse_config_arg
+
 GRID = ("4-21", "8-15", "12-12", "16-10", "20-9", "4-30", "8-21", "12-17", "16-15", "20-13")
 RECIPES = {
     "med": dict(weight_decay=0.05, batch_size=512, seq_len=768, num_steps=100_000),
@@ -21,16 +23,8 @@ RECIPES = {
 TEST_ARGS = (None, "smoke", "preset=hard,model=12-17", "format=qp,model=4-21")
 
 
-def _parse(arg: str | None) -> dict[str, str]:
-    out = {}
-    for part in filter(None, (arg or "").split(",")):
-        k, _, v = part.partition("=")
-        out[k] = v or "1"
-    return out
-
-
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    a = _parse(arg)
+    a = parse_config_arg(arg)
     smoke = a.get("smoke") == "1"
     preset = a.get("preset", "med")
     if preset not in RECIPES:

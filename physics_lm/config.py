@@ -127,6 +127,15 @@ _SECTIONS: dict[str, type] = {
 EXTRA_SECTIONS = ("eval", "probe", "sample")  # free-form sections read by their modes
 
 
+def parse_config_arg(arg: str | None) -> dict[str, str]:
+    """The `:k=v,flag` argument of a config file (`--config=configs/x.py:k=v,flag`); flag -> "1"."""
+    out = {}
+    for part in filter(None, (arg or "").split(",")):
+        k, _, v = part.partition("=")
+        out[k] = v or "1"
+    return out
+
+
 def _to_dict(cd: Any) -> dict:
     return cd.to_dict() if hasattr(cd, "to_dict") else dict(cd)
 
