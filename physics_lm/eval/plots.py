@@ -41,12 +41,7 @@ def write_plots(result: dict[str, Any], out_dir: Path) -> list[str]:
                   ha="right")
     ax.set_ylim(0, 1)
     ax.set_ylabel("generation accuracy")
-    ax.legend()
-    fig.tight_layout()
-    path = out_dir / "cfg_accuracy.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    written.append(str(path))
+    written.append(_save(plt, fig, ax, out_dir / "cfg_accuracy.png"))
 
     fig, ax = plt.subplots(figsize=(8, 3.5))
     for name, res in runs.items():
@@ -54,10 +49,14 @@ def write_plots(result: dict[str, Any], out_dir: Path) -> list[str]:
     ax.set_xlabel("position r (row of the true next-token distribution)")
     ax.set_ylabel("KL(true || model)")
     ax.set_yscale("log")
+    written.append(_save(plt, fig, ax, out_dir / "cfg_kl_by_position.png"))
+    return written
+
+
+def _save(plt, fig, ax, path: Path) -> str:
+    """Legend, layout, write, close: the same finish for every figure."""
     ax.legend()
     fig.tight_layout()
-    path = out_dir / "cfg_kl_by_position.png"
     fig.savefig(path, dpi=120)
     plt.close(fig)
-    written.append(str(path))
-    return written
+    return str(path)
