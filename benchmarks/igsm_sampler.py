@@ -1,19 +1,25 @@
 """Benchmark and distribution report of the on-device iGSM sampler.
 
-    python benchmarks/igsm_sampler.py [--batch 1024] [--calls 5] [--json PATH]
+    python benchmarks/igsm_sampler.py [--batch 1024] [--calls 5] [--splits train,all]
+                                      [--share smoke:16,depth20:8] [--json PATH]
     python benchmarks/igsm_sampler.py --stats 20000 [--preset med] [--op K]
 
-Default mode: jit `IGSMTask(preset).sample` once per preset, time several calls with
-block_until_ready and print problems/s next to the official generator's rate on this machine's
-CPU (SPEC §21: 47.8 med / 31.6 hard problems per second per core), with the rejection waste
-(candidates drawn per problem). `--stats N`: sample N problems and print the distributions the
-tests check (op, depth, sentences, solution/template parameters, abstract questions, rendered
-length and overflow shares for seq_len 512/768/1024).
+Default mode: jit the sampler once per preset and split, time several calls with
+block_until_ready and print problems per wall-second and per CPU-second of this process (all XLA
+threads: the per-core rate) next to the official generator's per-core rate on this machine's CPU
+(SPEC §21: 47.8 med / 31.6 hard problems per second, all template bins), with the rejection
+waste (candidates drawn per problem). `split=train` is what training runs (bins 0-15, so ~30 %
+more candidates are rejected). Then, for each `--share` config:batch, the sampler's share of one
+real jitted training step of that config (`configs/igsm.py:smoke`, `configs/igsm_depth20.py`) at
+that batch size: time(sampler alone) / time(train step, sampler inside). `--stats N`: sample N
+problems and print the distributions the tests check (op, depth, sentences, solution/template
+parameters, abstract questions, rendered length and overflow shares for seq_len 512-1280).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import time
 from collections import Counter
@@ -22,9 +28,12 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from physics_lm.config import from_config_dict
 from physics_lm.data.igsm.render import Tables
 from physics_lm.data.igsm.sampler import PRESETS, SamplerConfig, sample_arrays
 from physics_lm.data.igsm.vocab import get_vocab
+from physics_lm.train.setup import build_experiment, fresh_state
+from physics_lm.train.trainer import jit_steps
 
 OFFICIAL = {"med": 47.8, "hard": 31.6}  # problems/s/core, official generator, SPEC §21
 
@@ -36,25 +45,75 @@ def _fn(preset: str, batch: int, op: int | None, seq_len: int, bins):
     return jax.jit(lambda k: sample_arrays(k, batch, cfg, tb))
 
 
+def _timed(fn, calls: int) -> tuple[float, float, list]:
+    """(median wall s, median CPU s of this process, outputs) over `calls` calls of fn(i)."""
+    walls, cpus, outs = [], [], []
+    for i in range(calls):
+        c0, w0 = time.process_time(), time.perf_counter()
+        outs.append(jax.block_until_ready(fn(i)))
+        walls.append(time.perf_counter() - w0)
+        cpus.append(time.process_time() - c0)
+    return float(np.median(walls)), float(np.median(cpus)), outs
+
+
 def bench(preset: str, batch: int, calls: int, bins) -> dict:
     f = _fn(preset, batch, None, 1024 if preset == "med" else 1280, bins)
     t0 = time.time()
     out = jax.block_until_ready(f(jax.random.PRNGKey(0)))
     compile_s = time.time() - t0
-    times, cands = [], []
-    for i in range(calls):
-        t0 = time.time()
-        out = jax.block_until_ready(f(jax.random.PRNGKey(i + 1)))
-        times.append(time.time() - t0)
-        cands.append(int(out["stats"]["candidates"]))
-    rate = batch / float(np.median(times))
+    wall, cpu, outs = _timed(lambda i: f(jax.random.PRNGKey(i + 1)), calls)
+    cands = [int(o["stats"]["candidates"]) for o in outs]
+    out = outs[-1]
+    rate, per_cpu = batch / wall, batch / cpu
     return {"preset": preset, "batch": batch, "bins": "train" if bins else "all",
-            "compile_s": round(compile_s, 1), "median_s": round(float(np.median(times)), 4),
-            "problems_per_s": round(rate, 1), "official_per_core": OFFICIAL[preset],
+            "compile_s": round(compile_s, 1), "median_s": round(wall, 4),
+            "problems_per_s": round(rate, 1), "problems_per_cpu_s": round(per_cpu, 1),
+            "official_per_core": OFFICIAL[preset],
             "ratio": round(rate / OFFICIAL[preset], 1),
+            "ratio_per_core": round(per_cpu / OFFICIAL[preset], 1),
             "candidates_per_problem": round(float(np.mean(cands)) / batch, 2),
             "valid": float(np.mean(out["valid"])), "backend": jax.default_backend(),
             "device": str(jax.devices()[0])}
+
+
+def _load_config(name: str):
+    path = Path(__file__).resolve().parents[1] / "configs" / (
+        "igsm.py" if name == "smoke" else f"igsm_{name}.py")
+    spec = importlib.util.spec_from_file_location(f"bench_cfg_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.get_config("smoke" if name == "smoke" else None)
+
+
+def step_share(name: str, batch: int, calls: int) -> dict:
+    """Sampler share of one jitted train step of a real config, at `batch` rows, one device."""
+    c = _load_config(name)
+    c.train.batch_size = batch
+    c.optim.grad_accum = 1
+    c.mesh.data = 1
+    cfg = from_config_dict(c)
+    exp = build_experiment(cfg, jax.devices()[:1])
+    state = fresh_state(exp)
+    train, _ = jit_steps(exp)
+    sample = jax.jit(lambda k: exp.task.sample(k, batch))
+    with jax.set_mesh(exp.mesh):
+        train = train.lower(state).compile()
+        state, m = train(state)
+        jax.block_until_ready(m)
+        jax.block_until_ready(sample(jax.random.PRNGKey(0)))
+
+        def step(_):
+            nonlocal state
+            state, m = train(state)
+            return m
+
+        step_wall, step_cpu, _ = _timed(step, calls)
+        samp_wall, samp_cpu, _ = _timed(lambda i: sample(jax.random.PRNGKey(i + 1)), calls)
+    n_params = sum(x.size for x in jax.tree.leaves(state.params))
+    return {"config": name, "batch": batch, "seq_len": exp.task.seq_len,
+            "params_M": round(n_params / 1e6, 1), "step_s": round(step_wall, 4),
+            "sampler_s": round(samp_wall, 4), "share": round(samp_wall / step_wall, 4),
+            "share_cpu": round(samp_cpu / step_cpu, 4), "backend": jax.default_backend()}
 
 
 def stats(preset: str, n: int, op: int | None, batch: int = 1000) -> dict:
@@ -86,7 +145,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--calls", type=int, default=5)
     ap.add_argument("--presets", default="med,hard")
-    ap.add_argument("--split", default="all", choices=("all", "train"))
+    ap.add_argument("--splits", default="train,all", help="comma-separated: train and/or all")
+    ap.add_argument("--share", default="smoke:16,depth20:8",
+                    help="config:batch pairs for the share of a train step ('' to skip); "
+                         "depth20 at its real batch 512 needs an accelerator")
     ap.add_argument("--stats", type=int, default=0)
     ap.add_argument("--op", type=int, default=None)
     ap.add_argument("--json", default=None)
@@ -97,15 +159,28 @@ def main() -> None:
             rows.append(stats(preset, args.stats, args.op))
             print(json.dumps(rows[-1]), flush=True)
             continue
-        rows.append(bench(preset, args.batch, args.calls,
-                          tuple(range(16)) if args.split == "train" else None))
+        for split in args.splits.split(","):
+            rows.append(bench(preset, args.batch, args.calls,
+                              tuple(range(16)) if split == "train" else None))
     if not args.stats:
-        print(f"{'preset':6} {'batch':>6} {'split':>5} {'problems/s':>11} {'official/core':>13} "
-              f"{'ratio':>7} {'cand/problem':>12} {'compile s':>9}")
+        print(f"{'preset':6} {'batch':>6} {'split':>5} {'problems/s':>11} {'per CPU-s':>10} "
+              f"{'official/core':>13} {'x (core)':>8} {'x (wall)':>8} {'cand/problem':>12} "
+              f"{'compile s':>9}")
         for r in rows:
             print(f"{r['preset']:6} {r['batch']:6d} {r['bins']:>5} {r['problems_per_s']:11.1f} "
-                  f"{r['official_per_core']:13.1f} {r['ratio']:6.1f}x "
+                  f"{r['problems_per_cpu_s']:10.1f} {r['official_per_core']:13.1f} "
+                  f"{r['ratio_per_core']:7.1f}x {r['ratio']:7.1f}x "
                   f"{r['candidates_per_problem']:12.2f} {r['compile_s']:9.1f}")
+        shares = [step_share(n, int(b), args.calls)
+                  for n, b in (x.split(":") for x in args.share.split(",") if x)]
+        if shares:
+            print(f"\n{'config':8} {'batch':>5} {'seq':>5} {'params':>7} {'step s':>8} "
+                  f"{'sampler s':>9} {'share':>7} {'share (CPU)':>11}")
+            for r in shares:
+                print(f"{r['config']:8} {r['batch']:5d} {r['seq_len']:5d} {r['params_M']:6.1f}M "
+                      f"{r['step_s']:8.3f} {r['sampler_s']:9.4f} {r['share']:7.1%} "
+                      f"{r['share_cpu']:11.1%}")
+        rows += shares
         print(f"backend: {jax.default_backend()} ({jax.devices()[0]})")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -6,11 +6,16 @@ solution, hence op and template bin, so acceptance is decided here; `fill_all` +
 `design_unused` (the unnecessary parameters, which never feed necessary ones) run afterwards on
 the selected rows only (`add_unused`), saving most of the work on rejected candidates.
 
-Inner retries with static shapes: the first try runs on the whole pool; the ~20 % of candidates
-whose backward sort failed are compacted into a retry pool of C/4 lanes that loops until all of
-them succeeded. A `while_loop` over the whole pool would cost (max tries over C lanes) full
-passes (≈ 8 for C = 1024) instead of ≈ 1 + 4/4. Candidates that do not fit in the retry pool
-(never observed; the count is returned) are marked not ok and simply not used.
+Inner retries with static shapes: the first try runs on the whole pool; the ~15 % of candidates
+whose backward sort failed then go through a retry pool of R = C/8 lanes. Each retry round gives
+every still-failing candidate m = max(1, R // n_failing) consecutive tries in parallel (lanes
+j*m .. j*m+m-1 run tries t_j .. t_j+m-1 of candidate j) and keeps its first success -- exactly
+the official sequence "retry with the same hyper-parameters until the sort succeeds", because
+tries are independent draws indexed by their try number. Most candidates are done after one
+round; the rare ones needing 10-35 tries are finished by a few rounds in which they get many
+lanes each. (A `while_loop` over the whole pool would cost max-tries full passes, ≈ 8 for
+C = 1024.) Candidates still failing after MAX_INNER_TRIES tries (official: 1,000, then the
+hyper-parameters are redrawn) are marked not ok and simply not used; the count is returned.
 """
 
 from __future__ import annotations
@@ -80,37 +85,49 @@ def add_unused(c: Candidate) -> Template:
 def candidates(seeds_C: jax.Array, max_op: int, max_edge: int, op: int | None, smax: int):
     """Draws C outer attempts from uint32 seeds.
 
-    Returns (Candidate with leading dim C, tries_C, n_overflow): `n_overflow` counts candidates
-    dropped because the retry pool was full.
+    Returns (Candidate with leading dim C, tries_C, n_dropped): `n_dropped` counts candidates
+    whose inner loop did not succeed within MAX_INNER_TRIES tries (marked not ok).
     """
     C = seeds_C.shape[0]
-    R = max(C // 4, 1)
+    R = max(C // 8, 1)
     h = jax.vmap(lambda s: draw_hyper(s, max_op, max_edge, op))(seeds_C)
-    try_fn = jax.vmap(lambda s, hh: _inner_try(s, hh, smax))
-    first = try_fn(jax.vmap(lambda s: rand.sub_seed(s, 20, 0))(seeds_C), h)
-    failed = ~first[4]
-    (idx,) = jnp.nonzero(failed, size=R, fill_value=C)
-    n_overflow = jnp.maximum(jnp.sum(failed) - R, 0)
-    safe = jnp.minimum(idx, C - 1)
-    h_R = jax.tree.map(lambda x: x[safe], h)
-    seeds_R = seeds_C[safe]
-    sub = jax.tree.map(lambda x: x[safe], first)
+    try_fn = jax.vmap(lambda s, t, hh: _inner_try(rand.sub_seed(s, 20, t), hh, smax))
+    inner = try_fn(seeds_C, jnp.zeros(C, jnp.int32), h)
+    done = inner[4]
+    next_try = jnp.ones(C, jnp.int32)  # the next try number of each failing candidate
+    tries = jnp.ones(C, jnp.int32)
+    lane = jnp.arange(R)
 
     def cond(c):
-        return jnp.any(~c[0][4] & (idx < C)) & (c[1] < MAX_INNER_TRIES)
+        _, done, next_try, _ = c
+        return jnp.any(~done & (next_try < MAX_INNER_TRIES))
 
     def body(c):
-        res, t = c
-        new = try_fn(jax.vmap(lambda s: rand.sub_seed(s, 20, t))(seeds_R), h_R)
-        keep = res[4]
-        res = jax.tree.map(lambda a, b: jnp.where(keep.reshape((-1,) + (1,) * (a.ndim - 1)), a, b),
-                           res, new)
-        return res, t + 1
+        inner, done, next_try, tries = c
+        live = ~done & (next_try < MAX_INNER_TRIES)
+        n_live = jnp.sum(live)
+        m = jnp.maximum(R // jnp.maximum(n_live, 1), 1)
+        (idx,) = jnp.nonzero(live, size=R, fill_value=C)
+        cand = idx[lane // m]  # C = no candidate for this lane
+        safe = jnp.minimum(cand, C - 1)
+        t = next_try[safe] + lane % m
+        use = (cand < C) & (t < MAX_INNER_TRIES)
+        res = try_fn(seeds_C[safe], t, jax.tree.map(lambda x: x[safe], h))
+        ok = res[4] & use
+        # First success per candidate: the smallest try number among its successful lanes.
+        first = jnp.full(C, MAX_INNER_TRIES, jnp.int32).at[jnp.where(ok, cand, C)].min(
+            t, mode="drop")
+        win = ok & (t == first[safe])
+        inner = jax.tree.map(lambda a, b: a.at[jnp.where(win, cand, C)].set(b, mode="drop"),
+                             inner, res)
+        got = first < MAX_INNER_TRIES
+        tries = jnp.where(got, first + 1, tries)
+        served = jnp.zeros(C, jnp.bool_).at[jnp.where(use, cand, C)].set(True, mode="drop")
+        next_try = jnp.where(served & ~got, next_try + m, next_try)
+        return inner, done | got, next_try, tries
 
-    sub, t_last = jax.lax.while_loop(cond, body, (sub, jnp.int32(1)))
-    inner = jax.tree.map(lambda a, b: a.at[idx].set(b, mode="drop"), first, sub)
-    ok = inner[4] & ~(failed & ~jnp.zeros(C, jnp.bool_).at[idx].set(True, mode="drop"))
-    inner = (*inner[:4], ok)
+    inner, done, next_try, tries = jax.lax.while_loop(
+        cond, body, (inner, done, next_try, tries))
+    inner = (*inner[:4], done)
     cand = jax.vmap(lambda s, hh, inn: _design_stage(s, hh, inn, smax))(seeds_C, h, inner)
-    tries = jnp.where(failed, t_last, 1)
-    return cand, tries, n_overflow
+    return cand, jnp.where(done, tries, MAX_INNER_TRIES), jnp.sum(~done)
