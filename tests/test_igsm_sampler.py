@@ -220,3 +220,17 @@ def test_bad_settings_fail_with_the_field_name(kwargs, field):
 def test_describe_is_json():
     d = IGSMTask("hard", op=30, seq_len=2048).describe()
     assert json.loads(json.dumps(d))["max_edge"] == 28 and d["name"] == "igsm_hard_op30_pq_train"
+
+
+def test_sort_free_order_and_ranks_equal_stable_argsort():
+    import jax.numpy as jnp
+
+    from physics_lm.data.igsm import rand
+
+    rng = np.random.default_rng(0)
+    for shape in [(7, 52), (3, 4, 20), (48,)]:
+        keys = jnp.asarray(rng.integers(0, 5, shape).astype(np.float32))  # many ties
+        order = np.argsort(np.asarray(keys), axis=-1, kind="stable")
+        np.testing.assert_array_equal(rand.sort_order(keys), order)
+        np.testing.assert_array_equal(rand.sort_order(keys, 3), order[..., :3])
+        np.testing.assert_array_equal(rand.ranks(keys), np.argsort(order, axis=-1))

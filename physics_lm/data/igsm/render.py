@@ -79,7 +79,7 @@ def _draw_names(seed, tb: Tables, d, l_D):
     size = jnp.asarray(tb.sizes)[cat, pool]
     keys = rand.uniform(seed, 51, 0, 4 * POOL_W).reshape(4, POOL_W)
     keys = jnp.where(jnp.arange(POOL_W)[None, :] < size[:, None], keys, 2.0)
-    order = jnp.argsort(keys, axis=1)[:, :4]
+    order = rand.sort_order(keys, 4)
     items = jnp.asarray(tb.pools)[cat[:, None], pool[:, None], order]
     return items, jnp.asarray(tb.cat_frag)[cat]
 
@@ -104,7 +104,7 @@ def render(seed, tb: Tables, tpl: Template, cs: Consts, plan: Plan, answer, fmt:
     # sentence order: a uniform permutation of the template's instance parameters
     sent_mask = tpl.tmpl_P[:NI]
     keys = jnp.where(sent_mask, rand.uniform(seed, 52, 0, NI), 2.0)
-    order = jnp.argsort(keys)[:n_sent]
+    order = rand.sort_order(keys, n_sent)
     s_ok = jnp.arange(n_sent) < jnp.sum(sent_mask)
     opnd, q, rng = operands(tpl.ideps_48x4)
     o, qq, rg = opnd[order], q[order], rng[order]
@@ -136,7 +136,7 @@ def render(seed, tb: Tables, tpl: Template, cs: Consts, plan: Plan, answer, fmt:
     ques = jnp.stack([w["How"], w["many"], target(qslot), w["does"], owner(qslot), w["have"],
                       w["?"]])
     # solution
-    perm = jnp.argsort(rand.uniform(seed, 53, 0, 52))
+    perm = rand.sort_order(rand.uniform(seed, 53, 0, 52))
     let = jnp.asarray(tb.letters)[perm]
     g = jnp.arange(plan.valid.shape[0])
     first, n = plan.first, plan.n_opnd

@@ -100,7 +100,7 @@ def operands(ideps_48x4: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(opnd_48x4 non-RNG deps in order (-1 pad), q_48 count, rng_48 flag)."""
     real = (ideps_48x4 >= 0) & (ideps_48x4 != RNG)
     key = jnp.where(real, jnp.arange(4)[None, :], 9)
-    order = jnp.argsort(key, axis=1)
+    order = rand.sort_order(key)
     opnd = jnp.where(jnp.take_along_axis(real, order, 1),
                      jnp.take_along_axis(ideps_48x4, order, 1), -1)
     return opnd, jnp.sum(real, axis=1), jnp.any(ideps_48x4 == RNG, axis=1)
@@ -110,7 +110,7 @@ def abs_leaves(G_3x4x4: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(leaves_48x8 slots in operand order (-1 pad), children count c_48) of abstract slots."""
     preds = struct_preds(G_3x4x4)  # [48, 8]: 4 child instance, 4 lower abstract
     present = preds[:, :4] >= 0
-    order = jnp.argsort(jnp.where(present, jnp.arange(4)[None, :], 9), axis=1)
+    order = rand.sort_order(jnp.where(present, jnp.arange(4)[None, :], 9))
     inst = jnp.take_along_axis(preds[:, :4], order, 1)
     low = jnp.take_along_axis(preds[:, 4:], order, 1)
     far = jnp.asarray(SLOT_K[NI:RNG] > SLOT_I[NI:RNG] + 1)[:, None]

@@ -150,7 +150,7 @@ def _edges(seed: jax.Array, h: Hyper, l_D: jax.Array) -> jax.Array:
     G0 = pair & (parent[:, None, :] == j)
     n_remain = h.e - jnp.sum(G0)
     v = jnp.where((pair & ~G0).reshape(-1), u[NI:], 2.0)
-    rank = jnp.argsort(jnp.argsort(v))
+    rank = rand.ranks(v)
     extra = (rank < n_remain).reshape(pair.shape) & pair & ~G0
     return G0 | extra
 
@@ -214,7 +214,7 @@ def _try_inter(u, rec: Record, G, cost_A):
 def _pick_fix(seed, rec: Record, n_take) -> Record:
     """Adds `n_take` uniformly chosen unused edges (random order) to `chosen`."""
     v = jnp.where(rec.remain_I, rand.uniform(seed, 4, 0, NI), 2.0)
-    rank = jnp.argsort(jnp.argsort(v))
+    rank = rand.ranks(v)
     take = rec.remain_I & (rank < n_take)
     new = jnp.concatenate([take, jnp.zeros(NA + 1, jnp.bool_)])
     full_rank = jnp.concatenate([rank, jnp.zeros(NA + 1, rank.dtype)]).astype(jnp.int32)
