@@ -33,7 +33,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, distributed=False))
     # mode=eval / mode=probe on the trained workdir: sizes that finish in minutes on a CPU.
     c.eval = ml_collections.ConfigDict(dict(n_generate=64, n_dp=32, n_entropy=32, decode_batch=64,
-                                            control=True))
+                                            temperatures=(1.0,), control=True))
     c.probe = ml_collections.ConfigDict(dict(steps=300, batch_size=8, eval_batches=4,
                                              num_heads=4, rank=16, log_every=50))
     return c

@@ -3,8 +3,8 @@
 How the official rejection loops are expressed with static shapes (SPEC §2):
   * the target op of every output row is drawn first (light: min of two uniform draws, so
     P(op = k) = (2(M-k)+1)/M^2; or fixed);
-  * candidates (complete outer attempts, `candidate.py`) are drawn in pools (1.25 B in the first
-    round, a quarter of that in later rounds: `SamplerConfig.pool_sizes`); a candidate is
+  * candidates (complete outer attempts, `candidate.py`) are drawn in pools of B/2 per round
+    (`SamplerConfig.pool_size`); a candidate is
     acceptable if its sort succeeded and (when a split is asked) its template bin is allowed;
   * matching: the n-th row (in row order) that still needs op k takes the n-th acceptable
     candidate (in pool order) whose op is k. Each row therefore receives the first acceptable
@@ -47,7 +47,7 @@ class SamplerConfig:
     fmt: str = "pq"
     bins: tuple[int, ...] | None = None  # allowed template bins; None = all 23 (no hashing)
     seq_len: int = 768
-    pool: int = 0  # candidates in the first round; 0 = automatic (later rounds: a quarter)
+    pool: int = 0  # candidates per round; 0 = automatic (B/2 / allowed-bin share)
     with_probes: bool = False
 
     @property
@@ -60,15 +60,18 @@ class SamplerConfig:
         """Static bound on solution parameters (each costs >= 1 op) plus slack."""
         return self.n_steps + 2
 
-    def pool_sizes(self, batch_size: int) -> tuple[int, int]:
-        """Candidates drawn in the first round and in each later round.
+    def pool_size(self, batch_size: int) -> int:
+        """Candidates drawn per round.
 
-        Why: candidate ops follow the target distribution within ~20 % (measured), so a first
-        pool of 1.25 B (divided by the share of allowed template bins) fills all but a few
-        rows, mostly of rare high ops; the rounds that finish those cost a quarter of it."""
-        share = 1.0 if self.bins is None else len(self.bins) / N_BINS  # hash bins are ~uniform
-        first = self.pool or max(64, -(-int(batch_size * 1.25 / share) // 64) * 64)
-        return first, max(64, -(-first // 4 // 64) * 64)
+        Why half the batch: candidate ops follow the target distribution within ~20 %
+        (measured), so ~3 rounds fill all but a few rows of rare high ops and the last rounds
+        waste at most half a batch each: ~2 candidates per problem in all, as few as a big
+        first round plus small later ones, with one copy of the candidate program (compile
+        time). Divided by the share of allowed template bins (hash bins are ~uniform)."""
+        if self.pool:
+            return self.pool
+        share = 1.0 if self.bins is None else len(self.bins) / N_BINS
+        return max(64, -(-int(batch_size * 0.5 / share) // 64) * 64)
 
 
 def _targets(seed: jax.Array, batch_size: int, cfg: SamplerConfig) -> jax.Array:
@@ -112,10 +115,10 @@ def select(key: jax.Array, batch_size: int, cfg: SamplerConfig):
 def _select_candidates(key: jax.Array, batch_size: int, cfg: SamplerConfig):
     seed = rand.seed_of(key)
     tgt = _targets(seed, batch_size, cfg)
-    C0, C1 = cfg.pool_sizes(batch_size)
+    C = cfg.pool_size(batch_size)
     K = cfg.n_steps + 2  # op buckets; K-1 = "not acceptable"
 
-    def draw(r, C):
+    def draw(r):
         seeds = rand.bits(rand.sub_seed(seed, 71, r), 72, 0, C)
         cand, tries, overflow = candidates(seeds, cfg.max_op, cfg.max_edge, cfg.op, cfg.smax)
         acc = cand.tpl.ok & (cand.tpl.op <= cfg.n_steps)
@@ -124,9 +127,9 @@ def _select_candidates(key: jax.Array, batch_size: int, cfg: SamplerConfig):
             acc = acc & jnp.any(b[:, None] == jnp.asarray(cfg.bins)[None, :], axis=1)
         return cand, acc, jnp.sum(tries), overflow
 
-    def fill(state, r, C):
+    def fill(state, r):
         out, filled, stats = state
-        tpl, acc, tries, overflow = draw(r, C)
+        tpl, acc, tries, overflow = draw(r)
         op_c = jnp.where(acc, tpl.tpl.op, K - 1)
         order = jnp.argsort(op_c * C + jnp.arange(C))
         count = jnp.sum(op_c[:, None] == jnp.arange(K)[None, :], axis=0)
@@ -144,21 +147,20 @@ def _select_candidates(key: jax.Array, batch_size: int, cfg: SamplerConfig):
                  "inner_exhausted": stats["inner_exhausted"] + overflow, "rounds": r + 1}
         return out, filled | match, stats
 
-    out0, _, _, _ = jax.eval_shape(lambda r: draw(r, 64), 0)
+    out0, _, _, _ = jax.eval_shape(draw, 0)
     out0 = jax.tree.map(lambda s: jnp.zeros((batch_size, *s.shape[1:]), s.dtype), out0)
     stats0 = {k: jnp.int32(0) for k in ("candidates", "inner_tries", "acceptable",
                                         "inner_exhausted", "rounds")}
-    first = fill((out0, jnp.zeros(batch_size, jnp.bool_), stats0), 0, C0)
-
     def cond(c):
         return jnp.any(~c[1]) & (c[3] < MAX_ROUNDS)
 
     def body(c):
         out, filled, stats, r = c
-        out, filled, stats = fill((out, filled, stats), r, C1)
+        out, filled, stats = fill((out, filled, stats), r)
         return out, filled, stats, r + 1
 
-    out, filled, stats, _ = jax.lax.while_loop(cond, body, (*first, jnp.int32(1)))
+    out, filled, stats, _ = jax.lax.while_loop(
+        cond, body, (out0, jnp.zeros(batch_size, jnp.bool_), stats0, jnp.int32(0)))
     return out, filled, stats
 
 

@@ -45,7 +45,7 @@ class IGSMTask:
       seq_len: T, static row length.
       loss_on: "solution" (solution, answer and eos tokens are predicted) or "all".
       with_probes: also return the V-probing arrays (costs a [72, 72] closure per row).
-      pool: candidates per round (0 = automatic, 1.5 x batch).
+      pool: candidates per round (0 = automatic: B/2 divided by the allowed-bin share).
     """
 
     preset: str = "med"
