@@ -39,7 +39,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.seed = 0
     c.task = ml_collections.ConfigDict(dict(
         name="igsm", preset=preset, fmt=a.get("format", "pq"), split="train",
-        train_bins=tuple(range(16)), seq_len=r["seq_len"], loss_on="solution"))
+        train_bins=tuple(range(16)), seq_len=r["seq_len"], loss_on="solution",
+        groups=1))  # on a data-parallel mesh: groups = data x fsdp (each device samples its rows)
     c.model = ml_collections.ConfigDict(dict(
         num_layers=layers, num_heads=heads, d_model=64 * heads, d_mlp=0, vocab_size=0,
         max_len=r["seq_len"], pos="rotary", dropout=0.0, tie_embeddings=True,

@@ -46,6 +46,11 @@ class IGSMTask:
       loss_on: "solution" (solution, answer and eos tokens are predicted) or "all".
       with_probes: also return the V-probing arrays (costs a [72, 72] closure per row).
       pool: candidates per round (0 = automatic: B/2 divided by the allowed-bin share).
+      groups: the batch is drawn as this many independent groups of B / groups rows (key
+        fold_in(key, g) each; matching stays inside a group). Why: on a data-parallel mesh set it
+        to (a multiple of) data x fsdp, and the group axis is sharded with the rows, so every
+        device samples only its own rows instead of the whole global batch. The batch depends on
+        `groups`, never on the device count. 1 = one group (the key is used as is).
     """
 
     preset: str = "med"
@@ -59,6 +64,7 @@ class IGSMTask:
     loss_on: str = "solution"
     with_probes: bool = False
     pool: int = 0
+    groups: int = 1
 
     def __post_init__(self) -> None:
         if self.preset not in (*PRESETS, "custom"):
@@ -82,6 +88,8 @@ class IGSMTask:
         if not bins or not bins <= set(range(N_BINS)) or len(bins) == N_BINS:
             raise ValueError(f"train_bins: {self.train_bins!r} must be a proper non-empty subset "
                              f"of 0..{N_BINS - 1}")
+        if self.groups < 1:
+            raise ValueError(f"groups: {self.groups} must be >= 1")
         if self.loss_on not in ("solution", "all"):
             raise ValueError(f"loss_on: unknown value {self.loss_on!r} (solution or all)")
         need = self.min_seq_len
@@ -148,7 +156,7 @@ class IGSMTask:
         sentence's "."), and with `with_probes` the probe_* arrays of `probes.py`. Rows that are
         not valid or overflow seq_len get a zero loss mask.
         """
-        res = sample_arrays(key, batch_size, self.config, _tables())
+        res = self._sample_groups(key, batch_size)
         tokens = res["tokens"]
         T = self.seq_len
         t = jnp.arange(T)[None, :]
@@ -162,6 +170,20 @@ class IGSMTask:
         labels.update({k: v for k, v in res.items() if k.startswith("probe_")})
         labels = {k: jnp.asarray(v).astype(jnp.int32) for k, v in labels.items()}
         return Batch(tokens.astype(jnp.int32), mask.astype(jnp.float32), labels)
+
+    def _sample_groups(self, key: jax.Array, batch_size: int) -> dict[str, Any]:
+        G = self.groups
+        if G == 1:
+            return sample_arrays(key, batch_size, self.config, _tables())
+        if batch_size % G:
+            raise ValueError(f"groups: {G} does not divide the batch size {batch_size}")
+        keys = jax.vmap(lambda g: jax.random.fold_in(key, g))(jnp.arange(G))
+        res = jax.vmap(lambda k: sample_arrays(k, batch_size // G, self.config, _tables()))(keys)
+        stats = {k: jnp.max(v) if k == "rounds" else jnp.sum(v)
+                 for k, v in res.pop("stats").items()}
+        res = jax.tree.map(lambda x: x.reshape(batch_size, *x.shape[2:]), res)
+        res["stats"] = stats
+        return res
 
     def describe(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
