@@ -1,7 +1,7 @@
 """Benchmark and distribution report of the on-device iGSM sampler.
 
     python benchmarks/igsm_sampler.py [--batch 1024] [--calls 5] [--splits train,all]
-                                      [--share smoke:16,depth20:8] [--json PATH]
+                                      [--share smoke:16,depth20:4] [--json PATH]
     python benchmarks/igsm_sampler.py --stats 20000 [--preset med] [--op K]
 
 Default mode: jit the sampler once per preset and split, time several calls with
@@ -146,7 +146,7 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=5)
     ap.add_argument("--presets", default="med,hard")
     ap.add_argument("--splits", default="train,all", help="comma-separated: train and/or all")
-    ap.add_argument("--share", default="smoke:16,depth20:8",
+    ap.add_argument("--share", default="smoke:16,depth20:4",
                     help="config:batch pairs for the share of a train step ('' to skip); "
                          "depth20 at its real batch 512 needs an accelerator")
     ap.add_argument("--stats", type=int, default=0)
@@ -171,7 +171,7 @@ def main() -> None:
                   f"{r['problems_per_cpu_s']:10.1f} {r['official_per_core']:13.1f} "
                   f"{r['ratio_per_core']:7.1f}x {r['ratio']:7.1f}x "
                   f"{r['candidates_per_problem']:12.2f} {r['compile_s']:9.1f}")
-        shares = [step_share(n, int(b), args.calls)
+        shares = [step_share(n, int(b), min(args.calls, 3))
                   for n, b in (x.split(":") for x in args.share.split(",") if x)]
         if shares:
             print(f"\n{'config':8} {'batch':>5} {'seq':>5} {'params':>7} {'step s':>8} "

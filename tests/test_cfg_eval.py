@@ -112,3 +112,20 @@ def test_evaluate_and_sample_checkpoint_end_to_end(tmp_path):
     assert len(lines) == 4 and all(x["prefix_len"] == 5 and len(x["tokens"]) >= 5 for x in lines)
     with pytest.raises(ValueError, match=r"eval\.bogus"):
         evaluate_checkpoint(_tiny_run(tmp_path, "eval", {"eval": {"bogus": 1}}), tmp_path)
+
+
+def test_first_error_finds_the_first_forbidden_token():
+    from physics_lm.eval.cfg_eval import first_error
+
+    g = load_grammar("cfg3b")
+    s = true_strings(g, jax.random.key(3), 4)[0]
+    assert first_error(g, s, eos=True) == len(s) + 1  # nothing forbidden, EOS allowed
+    assert first_error(g, s, eos=False) == len(s)
+    assert first_error(g, s[:-5], eos=True) == len(s) - 5  # EOS too early: the error
+    # Wrong tokens from position 40 on: the first error is at 40 or a little later (a wrong
+    # token may still start some other string), never before.
+    bad = s[:40] + [t % 3 + 1 for t in s[40:]]
+    k = first_error(g, bad, eos=False)
+    assert 40 <= k < len(s)
+    assert first_error(g, bad[:k], eos=False) == k  # the prefix before it is clean
+    assert first_error(g, [*s[:7], g.bos_id, *s[8:]], eos=True) == 7  # a non-terminal id

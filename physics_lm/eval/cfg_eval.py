@@ -19,7 +19,9 @@
 
 Metrics (`evaluate_cfg`'s dict; "T1" is temperature 1, "T0.1" 0.1):
   generation.cut{0,k}.T*: accuracy (EOS emitted and BOS-free string in the grammar, by the batched
-    CYK), eos_frac, mean_len, distinct_frac (distinct strings / n), and, for the model's own
+    CYK), eos_frac, mean_len, distinct_frac (distinct strings / n), first_error_mean (mean position
+    of the first token the grammar forbids, over the first n_dp rows; = length (+1 for EOS) when
+    there is none: progress of a model whose accuracy is still 0), and, for the model's own
     sampling distribution q, nll_model = mean -log q(string incl. EOS) over finished rows: an
     unbiased estimate of H(q) (nats per string; for cut k, of the completion given the prefix)
     when T=1 and top_k=0. For cut0 also nll_true = mean -log P_true(s) over up to n_entropy
@@ -151,6 +153,21 @@ def _string_nll(grammar: Grammar, strings: list[list[int]]) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
+def first_error(grammar: Grammar, tokens: list[int], eos: bool) -> int:
+    """Position of the first token the grammar forbids after the tokens before it (an emitted
+    EOS counts as position len(tokens)); len(tokens) (+1 with EOS) when there is none.
+
+    Why: for a model still learning, accuracy is 0 long before its generations stop being
+    grammatical; how far it gets before its first mistake measures that progress."""
+    foreign = [i for i, t in enumerate(tokens) if not 1 <= t <= grammar.num_sym]  # BOS, pad..
+    if foreign:
+        tokens, eos = tokens[: foreign[0]], False
+    chosen = nexttoken.chosen_probs(nexttoken.next_token_probs(grammar, tokens), tokens)
+    n = len(chosen) if eos else len(chosen) - 1
+    bad = np.flatnonzero(~(chosen[:n] > 0))
+    return int(bad[0]) if bad.size else n
+
+
 def generation_metrics(model_cfg: ModelConfig, params: Any, grammar: Grammar,
                        prefixes: list[list[int]], key: jax.Array, temperature: float,
                        ec: EvalConfig, max_total: int, *, wildcard: bool = False,
@@ -165,6 +182,10 @@ def generation_metrics(model_cfg: ModelConfig, params: Any, grammar: Grammar,
            "distinct_frac": len({tuple(s) for s in strings}) / len(strings),
            "nll_model": float(-logp[eos].mean()) if eos.any() else float("nan"),
            "n": len(strings)}
+    if not wildcard:  # a corrupted prefix has no grammatical continuation to judge
+        first = [first_error(grammar, s, e) for s, e in zip(strings[: ec.n_dp], eos[: ec.n_dp],
+                                                            strict=True)]
+        out.update(first_error_mean=float(np.mean(first)), first_error_n=len(first))
     if with_entropy:
         good = [s for s, v in zip(strings, valid, strict=True) if v][: ec.n_entropy]
         out.update(nll_true=_string_nll(grammar, good), n_entropy=len(good))
