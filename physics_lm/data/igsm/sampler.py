@@ -4,8 +4,8 @@ How the official rejection loops are expressed with static shapes (SPEC §2):
   * the target op of every output row is drawn first (light: min of two uniform draws, so
     P(op = k) = (2(M-k)+1)/M^2; or fixed);
   * candidates (complete outer attempts, `candidate.py`) are drawn in pools of B/2 per round
-    (`SamplerConfig.pool_size`); a candidate is
-    acceptable if its sort succeeded and (when a split is asked) its template bin is allowed;
+    (`SamplerConfig.pool_size`); a candidate is acceptable if its sort succeeded and (when a
+    split is asked) its template bin is allowed;
   * matching: the n-th row (in row order) that still needs op k takes the n-th acceptable
     candidate (in pool order) whose op is k. Each row therefore receives the first acceptable
     candidate of its op from an i.i.d. candidate stream -- exactly the conditional distribution
@@ -120,16 +120,16 @@ def _select_candidates(key: jax.Array, batch_size: int, cfg: SamplerConfig):
 
     def draw(r):
         seeds = rand.bits(rand.sub_seed(seed, 71, r), 72, 0, C)
-        cand, tries, overflow = candidates(seeds, cfg.max_op, cfg.max_edge, cfg.op, cfg.smax)
+        cand, tries, exhausted = candidates(seeds, cfg.max_op, cfg.max_edge, cfg.op, cfg.smax)
         acc = cand.tpl.ok & (cand.tpl.op <= cfg.n_steps)
         if cfg.bins is not None:
             b = _bins_of(cand.tpl, cand.seed, cfg)
             acc = acc & jnp.any(b[:, None] == jnp.asarray(cfg.bins)[None, :], axis=1)
-        return cand, acc, jnp.sum(tries), overflow
+        return cand, acc, jnp.sum(tries), exhausted
 
     def fill(state, r):
         out, filled, stats = state
-        tpl, acc, tries, overflow = draw(r)
+        tpl, acc, tries, exhausted = draw(r)
         op_c = jnp.where(acc, tpl.tpl.op, K - 1)
         order = jnp.argsort(op_c * C + jnp.arange(C))
         count = jnp.sum(op_c[:, None] == jnp.arange(K)[None, :], axis=0)
@@ -144,13 +144,14 @@ def _select_candidates(key: jax.Array, batch_size: int, cfg: SamplerConfig):
             out, tpl)
         stats = {"candidates": stats["candidates"] + C, "inner_tries": stats["inner_tries"] + tries,
                  "acceptable": stats["acceptable"] + jnp.sum(acc),
-                 "inner_exhausted": stats["inner_exhausted"] + overflow, "rounds": r + 1}
+                 "inner_exhausted": stats["inner_exhausted"] + exhausted, "rounds": r + 1}
         return out, filled | match, stats
 
     out0, _, _, _ = jax.eval_shape(draw, 0)
     out0 = jax.tree.map(lambda s: jnp.zeros((batch_size, *s.shape[1:]), s.dtype), out0)
     stats0 = {k: jnp.int32(0) for k in ("candidates", "inner_tries", "acceptable",
                                         "inner_exhausted", "rounds")}
+
     def cond(c):
         return jnp.any(~c[1]) & (c[3] < MAX_ROUNDS)
 
