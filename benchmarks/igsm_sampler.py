@@ -1,19 +1,24 @@
 """Benchmark and distribution report of the on-device iGSM sampler.
 
     python benchmarks/igsm_sampler.py [--batch 1024] [--calls 5] [--splits train,all]
-                                      [--share smoke:16,depth20:4] [--json PATH]
+                                      [--cores 1] [--share smoke:16,depth20:4] [--json PATH]
     python benchmarks/igsm_sampler.py --stats 20000 [--preset med] [--op K]
 
 Default mode: jit the sampler once per preset and split, time several calls with
 block_until_ready and print problems per wall-second and per CPU-second of this process (all XLA
-threads: the per-core rate) next to the official generator's per-core rate on this machine's CPU
-(SPEC §21: 47.8 med / 31.6 hard problems per second, all template bins), with the rejection
-waste (candidates drawn per problem). `split=train` is what training runs (bins 0-15, so ~30 %
-more candidates are rejected). Then, for each `--share` config:batch, the sampler's share of one
-real jitted training step of that config (`configs/igsm.py:smoke`, `configs/igsm_depth20.py`) at
-that batch size: time(sampler alone) / time(train step, sampler inside). `--stats N`: sample N
-problems and print the distributions the tests check (op, depth, sentences, solution/template
-parameters, abstract questions, rendered length and overflow shares for seq_len 512-1280).
+threads) next to the official generator's per-core rate on this machine's CPU (SPEC §21: 47.8 med
+/ 31.6 hard problems per second, all template bins, one Python process), with the rejection waste
+(candidates drawn per problem). `--cores 1` (default) pins the process to one core first, so the
+figure is per core by construction (XLA's thread pool only adds synchronisation on a shared
+machine); `--cores 0` uses every core. Two outputs are timed: "train batch" is what the
+training step consumes (`IGSMTask.sample` -> tokens and loss mask; XLA drops the metadata nobody
+reads), "all outputs" is `sample_arrays` with every label (template bin, counts, ...).
+`split=train` is what training runs (bins 0-15, so ~30 % more candidates are rejected). Then, for
+each `--share` config:batch, the sampler's share of one real jitted training step of that config
+(`configs/igsm.py:smoke`, `configs/igsm_depth20.py`) at that batch size: time(sampler alone) /
+time(train step, sampler inside). `--stats N`: sample N problems and print the distributions the
+tests check (op, depth, sentences, solution/template parameters, abstract questions, rendered
+length and overflow shares for seq_len 512-1280).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -31,6 +37,7 @@ import numpy as np
 from physics_lm.config import from_config_dict
 from physics_lm.data.igsm.render import Tables
 from physics_lm.data.igsm.sampler import PRESETS, SamplerConfig, sample_arrays
+from physics_lm.data.igsm.task import IGSMTask
 from physics_lm.data.igsm.vocab import get_vocab
 from physics_lm.train.setup import build_experiment, fresh_state
 from physics_lm.train.trainer import jit_steps
@@ -56,21 +63,39 @@ def _timed(fn, calls: int) -> tuple[float, float, list]:
     return float(np.median(walls)), float(np.median(cpus)), outs
 
 
+def _train_batch_fn(preset: str, batch: int, seq_len: int, split: str):
+    task = IGSMTask(preset=preset, split=split, seq_len=seq_len)
+
+    def fn(k):
+        b = task.sample(k, batch)
+        return b.tokens, b.loss_mask
+
+    return jax.jit(fn)
+
+
 def bench(preset: str, batch: int, calls: int, bins) -> dict:
-    f = _fn(preset, batch, None, 1024 if preset == "med" else 1280, bins)
+    seq_len = 1024 if preset == "med" else 1280
+    f = _fn(preset, batch, None, seq_len, bins)
     t0 = time.time()
     out = jax.block_until_ready(f(jax.random.PRNGKey(0)))
     compile_s = time.time() - t0
     wall, cpu, outs = _timed(lambda i: f(jax.random.PRNGKey(i + 1)), calls)
     cands = [int(o["stats"]["candidates"]) for o in outs]
     out = outs[-1]
-    rate, per_cpu = batch / wall, batch / cpu
+    g = _train_batch_fn(preset, batch, seq_len, "all" if bins is None else "train")
+    jax.block_until_ready(g(jax.random.PRNGKey(0)))
+    t_wall, t_cpu, _ = _timed(lambda i: g(jax.random.PRNGKey(i + 1)), calls)
+    rate, per_cpu, train_cpu = batch / wall, batch / cpu, batch / t_cpu
     return {"preset": preset, "batch": batch, "bins": "train" if bins else "all",
+            "cores": len(os.sched_getaffinity(0)),
             "compile_s": round(compile_s, 1), "median_s": round(wall, 4),
             "problems_per_s": round(rate, 1), "problems_per_cpu_s": round(per_cpu, 1),
+            "train_batch_per_s": round(batch / t_wall, 1),
+            "train_batch_per_cpu_s": round(train_cpu, 1),
             "official_per_core": OFFICIAL[preset],
             "ratio": round(rate / OFFICIAL[preset], 1),
             "ratio_per_core": round(per_cpu / OFFICIAL[preset], 1),
+            "train_ratio_per_core": round(train_cpu / OFFICIAL[preset], 1),
             "candidates_per_problem": round(float(np.mean(cands)) / batch, 2),
             "valid": float(np.mean(out["valid"])), "backend": jax.default_backend(),
             "device": str(jax.devices()[0])}
@@ -149,10 +174,14 @@ def main() -> None:
     ap.add_argument("--share", default="smoke:16,depth20:4",
                     help="config:batch pairs for the share of a train step ('' to skip); "
                          "depth20 at its real batch 512 needs an accelerator")
+    ap.add_argument("--cores", type=int, default=1,
+                    help="pin the process to this many cores first (0 = all)")
     ap.add_argument("--stats", type=int, default=0)
     ap.add_argument("--op", type=int, default=None)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    if args.cores:
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.cores])
     rows = []
     for preset in args.presets.split(","):
         if args.stats:
@@ -163,14 +192,18 @@ def main() -> None:
             rows.append(bench(preset, args.batch, args.calls,
                               tuple(range(16)) if split == "train" else None))
     if not args.stats:
-        print(f"{'preset':6} {'batch':>6} {'split':>5} {'problems/s':>11} {'per CPU-s':>10} "
-              f"{'official/core':>13} {'x (core)':>8} {'x (wall)':>8} {'cand/problem':>12} "
+        print(f"cores: {len(os.sched_getaffinity(0))}; official per core: "
+              + ", ".join(f"{k} {v}" for k, v in OFFICIAL.items()) + " problems/s")
+        print(f"{'preset':6} {'batch':>6} {'split':>5} | {'train batch':>11} {'x core':>6} | "
+              f"{'all outputs':>11} {'x core':>6} {'per wall-s':>10} | {'cand/problem':>12} "
               f"{'compile s':>9}")
+        print(f"{'':20} | {'per CPU-s':>11} {'':6} | {'per CPU-s':>11}")
         for r in rows:
-            print(f"{r['preset']:6} {r['batch']:6d} {r['bins']:>5} {r['problems_per_s']:11.1f} "
-                  f"{r['problems_per_cpu_s']:10.1f} {r['official_per_core']:13.1f} "
-                  f"{r['ratio_per_core']:7.1f}x {r['ratio']:7.1f}x "
-                  f"{r['candidates_per_problem']:12.2f} {r['compile_s']:9.1f}")
+            print(f"{r['preset']:6} {r['batch']:6d} {r['bins']:>5} | "
+                  f"{r['train_batch_per_cpu_s']:11.1f} {r['train_ratio_per_core']:5.1f}x | "
+                  f"{r['problems_per_cpu_s']:11.1f} {r['ratio_per_core']:5.1f}x "
+                  f"{r['problems_per_s']:10.1f} | {r['candidates_per_problem']:12.2f} "
+                  f"{r['compile_s']:9.1f}")
         shares = [step_share(n, int(b), min(args.calls, 3))
                   for n, b in (x.split(":") for x in args.share.split(",") if x)]
         if shares:

@@ -7,14 +7,14 @@ solution, hence op and template bin, so acceptance is decided here; `fill_all` +
 the selected rows only (`add_unused`), saving most of the work on rejected candidates.
 
 Inner retries with static shapes: the first try runs on the whole pool; the ~15 % of candidates
-whose backward sort failed then go through a retry pool of R = C/8 lanes. Each retry round gives
-every still-failing candidate m = max(1, R // n_failing) consecutive tries in parallel (lanes
-j*m .. j*m+m-1 run tries t_j .. t_j+m-1 of candidate j) and keeps its first success -- exactly
-the official sequence "retry with the same hyper-parameters until the sort succeeds", because
-tries are independent draws indexed by their try number. Most candidates are done after one
-round; the rare ones needing 10-35 tries are finished by a few rounds in which they get many
-lanes each. (A `while_loop` over the whole pool would cost max-tries full passes, ≈ 8 for
-C = 1024.) Candidates still failing after MAX_INNER_TRIES tries (official: 1,000, then the
+whose backward sort failed then go through a retry pool of R = C/4 lanes. Each retry round deals
+the lanes out to the n still-failing candidates in turn (lanes j, j+n, j+2n, ... run the
+consecutive tries t_j, t_j+1, ... of candidate j) and keeps each candidate's first success --
+exactly the official sequence "retry with the same hyper-parameters until the sort succeeds",
+because tries are independent draws indexed by their try number. Most candidates are done after
+one round; the rare ones needing 10-35 tries get many lanes each in the next rounds. (A
+`while_loop` over the whole pool would cost max-tries full passes, ≈ 8 for C = 1024.)
+Candidates still failing after MAX_INNER_TRIES tries (official: 1,000, then the
 hyper-parameters are redrawn) are marked not ok and simply not used; the count is returned.
 """
 
@@ -82,15 +82,18 @@ def add_unused(c: Candidate) -> Template:
     return t._replace(tmpl_P=tmpl, ideps_48x4=ideps)
 
 
-def candidates(seeds_C: jax.Array, max_op: int, max_edge: int, op: int | None, smax: int):
-    """Draws C outer attempts from uint32 seeds.
+def candidates(seeds_C: jax.Array, max_op: int, max_edge: int, op: int | None, smax: int,
+               s_min_C: jax.Array | None = None):
+    """Draws C outer attempts from uint32 seeds (op budget conditioned on s >= s_min_C).
 
     Returns (Candidate with leading dim C, tries_C, n_dropped): `n_dropped` counts candidates
     whose inner loop did not succeed within MAX_INNER_TRIES tries (marked not ok).
     """
     C = seeds_C.shape[0]
-    R = max(C // 8, 1)
-    h = jax.vmap(lambda s: draw_hyper(s, max_op, max_edge, op))(seeds_C)
+    R = max(C // 4, 1)
+    if s_min_C is None:
+        s_min_C = jnp.ones(C, jnp.int32)
+    h = jax.vmap(lambda s, lo: draw_hyper(s, max_op, max_edge, op, lo))(seeds_C, s_min_C)
     try_fn = jax.vmap(lambda s, t, hh: _inner_try(rand.sub_seed(s, 20, t), hh, smax))
     inner = try_fn(seeds_C, jnp.zeros(C, jnp.int32), h)
     done = inner[4]
@@ -105,12 +108,12 @@ def candidates(seeds_C: jax.Array, max_op: int, max_edge: int, op: int | None, s
     def body(c):
         inner, done, next_try, tries = c
         live = ~done & (next_try < MAX_INNER_TRIES)
-        n_live = jnp.sum(live)
-        m = jnp.maximum(R // jnp.maximum(n_live, 1), 1)
+        n_live = jnp.maximum(jnp.sum(live), 1)
         (idx,) = jnp.nonzero(live, size=R, fill_value=C)
-        cand = idx[lane // m]  # C = no candidate for this lane
+        cand = idx[lane % n_live]  # C = no candidate for this lane
         safe = jnp.minimum(cand, C - 1)
-        t = next_try[safe] + lane % m
+        offset = lane // n_live  # lanes j, j + n, j + 2n, ... run consecutive tries of j
+        t = next_try[safe] + offset
         use = (cand < C) & (t < MAX_INNER_TRIES)
         res = try_fn(seeds_C[safe], t, jax.tree.map(lambda x: x[safe], h))
         ok = res[4] & use
@@ -122,8 +125,8 @@ def candidates(seeds_C: jax.Array, max_op: int, max_edge: int, op: int | None, s
                              inner, res)
         got = first < MAX_INNER_TRIES
         tries = jnp.where(got, first + 1, tries)
-        served = jnp.zeros(C, jnp.bool_).at[jnp.where(use, cand, C)].set(True, mode="drop")
-        next_try = jnp.where(served & ~got, next_try + m, next_try)
+        given = jnp.zeros(C, jnp.int32).at[jnp.where(use, cand, C)].add(1, mode="drop")
+        next_try = jnp.where(got, next_try, next_try + given)
         return inner, done | got, next_try, tries
 
     inner, done, next_try, tries = jax.lax.while_loop(

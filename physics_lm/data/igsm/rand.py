@@ -10,8 +10,11 @@ ample statistical quality for sampling (not for cryptography).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 _GOLDEN = 0x9E3779B9
 
@@ -29,11 +32,24 @@ def seed_of(key: jax.Array) -> jax.Array:
     return jax.random.bits(key, (), jnp.uint32)
 
 
+@functools.cache
+def _index_hash(n: int) -> np.ndarray:
+    """_mix(i * golden + c) for i < n, computed on the host: a constant of the jitted graph
+    instead of two hash rounds per draw."""
+    x = (np.arange(n, dtype=np.uint64) * _GOLDEN + 0x632BE5AB) & 0xFFFFFFFF
+    x = x.astype(np.uint32)
+    with np.errstate(over="ignore"):
+        x = x ^ (x >> 16)
+        x = x * np.uint32(0x7FEB352D)
+        x = x ^ (x >> 15)
+        x = x * np.uint32(0x846CA68B)
+        return x ^ (x >> 16)
+
+
 def bits(seed: jax.Array, salt: int, t: jax.Array | int, n: int) -> jax.Array:
     """uint32[n] for (seed, salt, t)."""
     base = _mix(seed ^ _mix(jnp.uint32(salt) * jnp.uint32(_GOLDEN) + jnp.asarray(t, jnp.uint32)))
-    idx = jnp.arange(n, dtype=jnp.uint32)
-    return _mix(base ^ _mix(idx * jnp.uint32(_GOLDEN) + jnp.uint32(0x632BE5AB)))
+    return _mix(base ^ jnp.asarray(_index_hash(n)))
 
 
 def uniform(seed: jax.Array, salt: int, t: jax.Array | int, n: int) -> jax.Array:
@@ -46,10 +62,18 @@ def choice(u: jax.Array, mask: jax.Array) -> jax.Array:
     return jnp.argmax(jnp.where(mask, u, -1.0))
 
 
-def gumbel_choice(u: jax.Array, mask: jax.Array, logits: jax.Array) -> jax.Array:
-    """Index drawn with probability softmax(logits) restricted to `mask` (Gumbel-max)."""
-    g = -jnp.log(-jnp.log(jnp.clip(u, 1e-7, 1.0 - 1e-7)))
-    return jnp.argmax(jnp.where(mask, logits + g, -jnp.inf))
+def class_choice(u: jax.Array, u_cls: jax.Array, mask: jax.Array, cls: jax.Array, n_cls: int,
+                 beta: jax.Array) -> jax.Array:
+    """Index i among `mask` drawn with probability proportional to exp(beta * cls[i]).
+
+    Why not Gumbel-max: the weights take only `n_cls` values, so one uniform picks the class
+    (by its total weight) and the argmax trick picks uniformly inside it -- exact, and no
+    per-element logarithms."""
+    hot = mask[None, :] & (cls[None, :] == jnp.arange(n_cls)[:, None])
+    w = jnp.sum(hot, axis=1) * jnp.exp(beta * jnp.arange(n_cls))
+    c = jnp.minimum(jnp.sum(u_cls * jnp.sum(w) >= jnp.cumsum(w)), n_cls - 1)
+    c = jnp.where(w[c] > 0, c, n_cls - 1 - jnp.argmax((w > 0)[::-1]))  # float rounding
+    return choice(u, mask & (cls == c))
 
 
 def randint(u: jax.Array, lo: jax.Array | int, hi: jax.Array | int) -> jax.Array:

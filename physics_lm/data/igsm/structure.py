@@ -91,11 +91,15 @@ class Structure(NamedTuple):
     ok: jax.Array  # False if choose_param hit its iteration cap (never observed)
 
 
-def draw_hyper(seed: jax.Array, max_op: int, max_edge: int, op: int | None) -> Hyper:
-    """Draws (s, n, m, d, w0, w1, p, e) exactly as `gen_param_light` does."""
+def draw_hyper(seed: jax.Array, max_op: int, max_edge: int, op: int | None,
+               s_min: jax.Array | int = 1) -> Hyper:
+    """Draws (s, n, m, d, w0, w1, p, e) exactly as `gen_param_light` does.
+
+    `s_min` > 1 draws from the same law conditioned on s >= s_min (the min of two uniform
+    integers on [s_min, max_op]); the sampler uses it for rows that need a high op (op <= s)."""
     u = rand.uniform(seed, 1, 0, 12)
     if op is None:
-        s = jnp.minimum(rand.randint(u[0], 1, max_op), rand.randint(u[1], 1, max_op))
+        s = jnp.minimum(rand.randint(u[0], s_min, max_op), rand.randint(u[1], s_min, max_op))
     else:
         s = jnp.asarray(op, jnp.int32)
     n = jnp.maximum(rand.randint(u[2], 1, s), rand.randint(u[3], 1, s))

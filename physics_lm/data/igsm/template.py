@@ -107,7 +107,7 @@ def _backward_sort(seed, tmpl, G_3x4x4, smax: int):
 
     def body(c):
         placed, out_deg, stack, sort_dep, order, t, ok = c
-        u = rand.uniform(seed, 7, t, 2 * NP + 1)
+        u = rand.uniform(seed, 7, t, 2 * NP + 2)
         zero = tmpl & ~placed & (out_deg == 0)
         pool = zero & ((t == 0) | stack)
         ok = jnp.any(pool)
@@ -123,8 +123,8 @@ def _backward_sort(seed, tmpl, G_3x4x4, smax: int):
         p_inst = is_inst[picked]
         act = p_inst & ((u[2 * NP] < p0) | need) & jnp.any(unplaced)
         pool2 = jnp.where(need, zero, unplaced)
-        logits = p1 * is_abs + p1 * ~stack
-        pick2 = rand.gumbel_choice(u[NP:2 * NP], pool2, logits)
+        pick2 = rand.class_choice(u[NP:2 * NP], u[2 * NP + 1], pool2,
+                                  is_abs.astype(jnp.int32) + (~stack).astype(jnp.int32), 3, p1)
         sort_dep = jnp.where(act & hot, pick2, sort_dep)
         stack = stack | (act & (slots == pick2))
         stack = stack | (~p_inst & preds)
