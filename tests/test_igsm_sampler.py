@@ -255,3 +255,40 @@ def test_groups_are_sampled_by_the_device_that_holds_their_rows():
     assert np.asarray(batch.labels["valid"]).mean() > 0.95
     with pytest.raises(ValueError, match="groups: 3 does not divide"):
         IGSMTask(groups=3).sample(jax.random.PRNGKey(0), 128)
+
+
+def test_candidate_op_never_exceeds_its_budget():
+    """`select` conditions late lanes on s >= the missing row's op; that is exact only because
+    a candidate's op never exceeds its op budget s (and s respects the floor)."""
+    import jax.numpy as jnp
+
+    from physics_lm.data.igsm import rand
+    from physics_lm.data.igsm.candidate import candidates
+    from physics_lm.data.igsm.structure import draw_hyper
+
+    seeds = rand.bits(jnp.uint32(5), 72, 0, 256)
+    floors = jnp.asarray(np.random.default_rng(0).integers(1, 16, 256), jnp.int32)
+    fn = jax.jit(lambda s, f: candidates(s, 15, 20, None, 17, f)[0].tpl)
+    tpl = fn.lower(seeds, floors).compile(FAST)(seeds, floors)
+    s = np.asarray(jax.vmap(lambda x, f: draw_hyper(x, 15, 20, None, f).s)(seeds, floors))
+    ok, op = np.asarray(tpl.ok), np.asarray(tpl.op)
+    assert ok.mean() > 0.9 and (s >= np.asarray(floors)).all() and s.max() <= 15
+    assert (op[ok] <= s[ok]).all() and (op[ok] == s[ok]).mean() > 0.5
+
+
+def test_class_choice_draws_in_proportion_to_the_weights():
+    import jax.numpy as jnp
+
+    from physics_lm.data.igsm import rand
+
+    mask = jnp.array([True, True, False, True, True, True])
+    cls = jnp.array([0, 2, 2, 1, 1, 0])
+    beta = jnp.float32(0.7)
+    n = 40_000
+    seeds = rand.bits(jnp.uint32(9), 1, 0, n)
+    pick = jax.jit(jax.vmap(lambda s: rand.class_choice(
+        rand.uniform(s, 2, 0, 6), rand.uniform(s, 3, 0, 1)[0], mask, cls, 3, beta)))(seeds)
+    w = np.where(np.asarray(mask), np.exp(0.7 * np.asarray(cls)), 0.0)
+    p = w / w.sum()
+    freq = np.bincount(np.asarray(pick), minlength=6) / n
+    assert freq[2] == 0 and np.all(np.abs(freq - p) <= 4 * np.sqrt(p * (1 - p) / n) + 1e-9)

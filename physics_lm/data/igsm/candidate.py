@@ -57,6 +57,7 @@ class Candidate(NamedTuple):
     tpl: Template  # tmpl_P holds the necessary parameters only, until add_unused
     rec: Record  # the official record after `design`, needed by `fill_all`/`design_unused`
     seed: jax.Array  # uint32
+    bin: jax.Array  # template bin when the split needed it for acceptance, else -1
 
 
 def _design_stage(seed, h: Hyper, inner, smax: int) -> Candidate:
@@ -71,7 +72,7 @@ def _design_stage(seed, h: Hyper, inner, smax: int) -> Candidate:
     op_count = jnp.sum(ops_S)
     tpl = Template(st.d, st.l_D, G, st.rec.chosen_P, topo, n_sol, ideps, op_count, n_op,
                    ok & (op_count == n_op))
-    return Candidate(tpl, st.rec, seed)
+    return Candidate(tpl, st.rec, seed, jnp.int32(-1))
 
 
 def add_unused(c: Candidate) -> Template:

@@ -10,11 +10,8 @@ ample statistical quality for sampling (not for cryptography).
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 _GOLDEN = 0x9E3779B9
 
@@ -32,24 +29,11 @@ def seed_of(key: jax.Array) -> jax.Array:
     return jax.random.bits(key, (), jnp.uint32)
 
 
-@functools.cache
-def _index_hash(n: int) -> np.ndarray:
-    """_mix(i * golden + c) for i < n, computed on the host: a constant of the jitted graph
-    instead of two hash rounds per draw."""
-    x = (np.arange(n, dtype=np.uint64) * _GOLDEN + 0x632BE5AB) & 0xFFFFFFFF
-    x = x.astype(np.uint32)
-    with np.errstate(over="ignore"):
-        x = x ^ (x >> 16)
-        x = x * np.uint32(0x7FEB352D)
-        x = x ^ (x >> 15)
-        x = x * np.uint32(0x846CA68B)
-        return x ^ (x >> 16)
-
-
 def bits(seed: jax.Array, salt: int, t: jax.Array | int, n: int) -> jax.Array:
     """uint32[n] for (seed, salt, t)."""
     base = _mix(seed ^ _mix(jnp.uint32(salt) * jnp.uint32(_GOLDEN) + jnp.asarray(t, jnp.uint32)))
-    return _mix(base ^ jnp.asarray(_index_hash(n)))
+    idx = jnp.arange(n, dtype=jnp.uint32)
+    return _mix(base ^ _mix(idx * jnp.uint32(_GOLDEN) + jnp.uint32(0x632BE5AB)))
 
 
 def uniform(seed: jax.Array, salt: int, t: jax.Array | int, n: int) -> jax.Array:

@@ -45,7 +45,8 @@ class IGSMTask:
       seq_len: T, static row length.
       loss_on: "solution" (solution, answer and eos tokens are predicted) or "all".
       with_probes: also return the V-probing arrays (costs a [72, 72] closure per row).
-      pool: candidates per round (0 = automatic: B/2 divided by the allowed-bin share).
+      pool: candidates per round (0 = automatic: B/8 in 64..256, divided by the allowed-bin
+        share).
       groups: the batch is drawn as this many independent groups of B / groups rows (key
         fold_in(key, g) each; matching stays inside a group). Why: on a data-parallel mesh set it
         to (a multiple of) data x fsdp, and the group axis is sharded with the rows, so every
