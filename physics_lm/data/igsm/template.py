@@ -91,49 +91,60 @@ def _out_degrees(G_3x4x4: jax.Array, tmpl: jax.Array) -> jax.Array:
 
 
 def _backward_sort(seed, tmpl, G_3x4x4, smax: int):
-    """`reasonable_sort`: returns (order_S backwards, sort_dep_P, ok)."""
+    """`reasonable_sort`: returns (order_S backwards, sort_dep_P, ok).
+
+    The loop runs on the template's nodes only (<= smax of them, in slot order) with their
+    predecessor matrix built once, instead of on all 97 slots: the same draws' laws (uniform
+    choice among the ready nodes, class-weighted choice of the extra dependency) on ~5x smaller
+    arrays."""
     u0 = rand.uniform(seed, 6, 0, 2)
     p0 = u0[0]
     u1 = rand.uniform(seed, 6, 1, 2)
     p1 = jnp.abs(jnp.sqrt(-2.0 * jnp.log(jnp.maximum(u1[0], 1e-7))) * jnp.cos(6.2831853 * u1[1]))
-    is_abs = jnp.asarray(SLOT_KIND == 1)
-    is_inst = jnp.asarray(SLOT_KIND == 0)
-    out0 = _out_degrees(G_3x4x4, tmpl)
     n_nodes = jnp.sum(tmpl)
-    slots = jnp.arange(NP)
+    (node,) = jnp.nonzero(tmpl, size=smax, fill_value=NP - 1)  # node -> slot
+    real = jnp.arange(smax) < n_nodes
+    kind = jnp.asarray(SLOT_KIND)[node]
+    is_abs, is_inst = (kind == 1) & real, (kind == 0) & real
+    P = jax.vmap(lambda sl: preds_mask(G_3x4x4, sl)[node])(node) & real[None, :] & real[:, None]
+    out0 = _out_degrees(G_3x4x4, tmpl)[node]
+    idx = jnp.arange(smax)
 
     def cond(c):
-        return (c[5] < n_nodes) & c[6]
+        return (c[5] < jnp.minimum(n_nodes, smax)) & c[6]
 
     def body(c):
         placed, out_deg, stack, sort_dep, order, t, ok = c
-        u = rand.uniform(seed, 7, t, 2 * NP + 2)
-        zero = tmpl & ~placed & (out_deg == 0)
+        u = rand.uniform(seed, 7, t, 2 * smax + 2)
+        zero = real & ~placed & (out_deg == 0)
         pool = zero & ((t == 0) | stack)
         ok = jnp.any(pool)
-        picked = rand.choice(u[:NP], pool)
-        hot = slots == picked
+        picked = rand.choice(u[:smax], pool)
+        hot = idx == picked
         placed = placed | hot
-        preds = preds_mask(G_3x4x4, picked) & tmpl
+        preds = P[picked]
         out_deg = out_deg - preds.astype(jnp.int32)
         stack = stack & ~hot
-        unplaced = tmpl & ~placed
+        unplaced = real & ~placed
         zero = unplaced & (out_deg == 0)
         need = ~jnp.any(stack & zero)
         p_inst = is_inst[picked]
-        act = p_inst & ((u[2 * NP] < p0) | need) & jnp.any(unplaced)
+        act = p_inst & ((u[2 * smax] < p0) | need) & jnp.any(unplaced)
         pool2 = jnp.where(need, zero, unplaced)
-        pick2 = rand.class_choice(u[NP:2 * NP], u[2 * NP + 1], pool2,
+        pick2 = rand.class_choice(u[smax:2 * smax], u[2 * smax + 1], pool2,
                                   is_abs.astype(jnp.int32) + (~stack).astype(jnp.int32), 3, p1)
         sort_dep = jnp.where(act & hot, pick2, sort_dep)
-        stack = stack | (act & (slots == pick2))
+        stack = stack | (act & (idx == pick2))
         stack = stack | (~p_inst & preds)
-        order = jnp.where(jnp.arange(smax) == t, picked, order)
+        order = jnp.where(idx == t, node[picked], order)
         return placed, out_deg, stack, sort_dep, order, t + 1, ok
 
-    init = (jnp.zeros(NP, jnp.bool_), out0, jnp.zeros(NP, jnp.bool_), jnp.full(NP, -1, jnp.int32),
-            jnp.full(smax, -1, jnp.int32), jnp.int32(0), jnp.bool_(True))
-    _, _, _, sort_dep, order, _, ok = jax.lax.while_loop(cond, body, init)
+    init = (jnp.zeros(smax, jnp.bool_), out0, jnp.zeros(smax, jnp.bool_),
+            jnp.full(smax, -1, jnp.int32), jnp.full(smax, -1, jnp.int32), jnp.int32(0),
+            jnp.bool_(True))
+    _, _, _, dep_n, order, _, ok = jax.lax.while_loop(cond, body, init)
+    sort_dep = jnp.full(NP + 1, -1, jnp.int32).at[jnp.where(real, node, NP)].set(
+        jnp.where(dep_n >= 0, node[jnp.maximum(dep_n, 0)], -1))[:NP]
     return order, sort_dep, ok & (n_nodes <= smax)
 
 
