@@ -22,9 +22,6 @@ from physics_lm.data.igsm.structure import (
     NI,
     NP,
     RNG,
-    SLOT_I,
-    SLOT_J,
-    SLOT_K,
     SLOT_KIND,
     Record,
     abs_children,
@@ -68,17 +65,6 @@ def struct_matrix(G_3x4x4: jax.Array) -> jax.Array:
                            axis=1)
 
 
-def preds_mask(G_3x4x4: jax.Array, slot: jax.Array) -> jax.Array:
-    """bool[97]: structural dependencies of `slot` (empty unless it is abstract)."""
-    si, sj, sk = jnp.asarray(SLOT_I), jnp.asarray(SLOT_J), jnp.asarray(SLOT_K)
-    kind = jnp.asarray(SLOT_KIND)
-    pi, pj, pk = si[slot], sj[slot], sk[slot]
-    row = G_3x4x4.reshape(-1)[jnp.clip(pi * 16 + pj * 4, 0, NI - 4) + jnp.arange(4)]
-    inst = (kind == 0) & (si == pi) & (sj == pj) & row[sk]
-    low = (kind == 1) & (si == pi + 1) & (sk == pk) & (pk > pi + 1) & row[sj]
-    return (inst | low) & (kind[slot] == 1)
-
-
 def _out_degrees(G_3x4x4: jax.Array, tmpl: jax.Array) -> jax.Array:
     """int32[97]: number of template abstract parameters that depend on each slot."""
     T = tmpl[NI:NI + NA].reshape(3, 4, 4).astype(jnp.int32)  # [i, j, k]
@@ -106,7 +92,8 @@ def _backward_sort(seed, tmpl, G_3x4x4, smax: int):
     real = jnp.arange(smax) < n_nodes
     kind = jnp.asarray(SLOT_KIND)[node]
     is_abs, is_inst = (kind == 1) & real, (kind == 0) & real
-    P = jax.vmap(lambda sl: preds_mask(G_3x4x4, sl)[node])(node) & real[None, :] & real[:, None]
+    # P[a, b]: node b is a structural dependency of node a
+    P = struct_matrix(G_3x4x4)[node[None, :], node[:, None]] & real[None, :] & real[:, None]
     out0 = _out_degrees(G_3x4x4, tmpl)[node]
     idx = jnp.arange(smax)
 
