@@ -33,9 +33,10 @@ import jax.numpy as jnp
 
 from physics_lm.data.igsm import rand
 from physics_lm.data.igsm.candidate import add_unused, candidates
+from physics_lm.data.igsm.chunked import by_work
 from physics_lm.data.igsm.probes import probe_labels
 from physics_lm.data.igsm.render import Rendered, Tables, render
-from physics_lm.data.igsm.steps import compute_values, draw_consts, plan_solution
+from physics_lm.data.igsm.steps import draw_consts, plan_solution, solution_values
 from physics_lm.data.igsm.structure import NI
 from physics_lm.data.igsm.template_hash import N_BINS, max_sketch_bytes, template_bin
 
@@ -105,8 +106,7 @@ def _bins_of(tpl, seeds, cfg: SamplerConfig) -> jax.Array:
     candidate's own seed here and again, identically, when the selected rows are rendered."""
 
     def one(t, seed):
-        zeros = jnp.zeros(97, jnp.int32)  # values are written as "0" in the sketch anyway
-        plan = plan_solution(t, draw_consts(seed), zeros, cfg.n_steps)
+        plan = plan_solution(t, draw_consts(seed), cfg.n_steps)
         return template_bin(plan, max_sketch_bytes(cfg.n_steps))
 
     return jax.vmap(one)(tpl, seeds)
@@ -120,22 +120,6 @@ def _n_mentioned(t) -> jax.Array:
     used = jnp.any(t.ideps_48x4.reshape(-1)[:, None] == slots[None, :], axis=0)
     used = used | jnp.any(t.topo_S[:, None] == slots[None, :], axis=0)
     return jnp.sum(t.tmpl_P[:NI]) + jnp.sum(used[NI:96] & t.tmpl_P[NI:96])
-
-
-def _by_work(fn, xs, batch_size: int, rows: int, work: jax.Array):
-    """fn over the leading axis, in sequential chunks of `rows` rows sorted by `work` (same
-    result as fn(xs)). Why: a vmapped while_loop runs as long as its slowest row, so grouping
-    rows of similar loop lengths (here: unnecessary parameters to add) shortens most chunks'
-    loops (measured: ~2 %, within this VM's noise); on CPUs a chunk's working set also stays in
-    cache (chunking measured ~1.3x at B >= 1024)."""
-    if rows >= batch_size:
-        return fn(xs)
-    n = batch_size // rows
-    order = jnp.argsort(work, stable=True)
-    xs = jax.tree.map(lambda x: x[order].reshape(n, rows, *x.shape[1:]), xs)
-    out = jax.lax.map(fn, xs)
-    inv = jnp.zeros(batch_size, jnp.int32).at[order].set(jnp.arange(batch_size, dtype=jnp.int32))
-    return jax.tree.map(lambda x: x.reshape(batch_size, *x.shape[2:])[inv], out)
 
 
 def _ranks_by_class(cls: jax.Array, n_cls: int) -> jax.Array:
@@ -217,8 +201,8 @@ def sample_arrays(key: jax.Array, batch_size: int, cfg: SamplerConfig,
     def one(seed, c):
         t = add_unused(c)
         cs = draw_consts(c.seed)
-        val, vok = compute_values(t, cs)
-        plan = plan_solution(t, cs, val, cfg.n_steps)
+        plan = plan_solution(t, cs, cfg.n_steps)
+        val = solution_values(plan)
         qslot = t.topo_S[jnp.maximum(t.n_sol - 1, 0)]
         answer = val[qslot]
         rd: Rendered = render(seed, tables, t, cs, plan, answer, cfg.fmt, cfg.seq_len,
@@ -230,17 +214,17 @@ def sample_arrays(key: jax.Array, batch_size: int, cfg: SamplerConfig,
             "template_bin": (template_bin(plan, max_sketch_bytes(cfg.n_steps))
                              if cfg.bins is None else c.bin),  # bins were needed to accept
             "depth": t.d, "n_sentences": jnp.sum(t.G_3x4x4),
-            "n_template_params": jnp.sum(t.tmpl_P), "values_ok": vok,
+            "n_template_params": jnp.sum(t.tmpl_P), "plan_ok": plan.ok,
             "n_mentioned_params": _n_mentioned(t),
-            "steps_ok": jnp.all(~plan.valid | ~plan.final | (plan.res == val[plan.slot])),
             "template": t,
         }
         if cfg.with_probes:
             out.update(probe_labels(t, val))
         return out
 
-    res = _by_work(lambda xs: jax.vmap(one)(*xs), (seeds, cand), batch_size,
-                   cfg.chunk_rows(batch_size), jnp.sum(cand.rec.remain_I, axis=1))
-    res["valid"] = filled & res["values_ok"] & res["steps_ok"]
+    # rows grouped by their number of unnecessary parameters (the `design_unused` loop)
+    res = by_work(lambda xs: jax.vmap(one)(*xs), (seeds, cand), cfg.chunk_rows(batch_size),
+                  jnp.sum(cand.rec.remain_I, axis=1))
+    res["valid"] = filled & res["plan_ok"]
     res["stats"] = stats
     return res

@@ -1,4 +1,4 @@
-"""Values and the solution's step plan of one iGSM problem (SPEC §10, §12), pure JAX.
+"""The solution's step plan and values of one iGSM problem (SPEC §10, §12), pure JAX.
 
 A solution parameter is written as 1-7 `=`-chains ("steps"): temporaries, then `so s = ...`.
 Which steps a parameter gets depends only on its "shape" (instance/abstract, operand count, RNG),
@@ -87,6 +87,7 @@ class Plan(NamedTuple):
     res: jax.Array  # result value
     param_var: jax.Array  # variable of the step's parameter (its final step)
     slot: jax.Array  # parameter slot of the step
+    ok: jax.Array  # bool scalar: every parameter operand is computed by an earlier step
 
 
 def draw_consts(seed: jax.Array) -> Consts:
@@ -119,36 +120,13 @@ def abs_leaves(G_3x4x4: jax.Array) -> tuple[jax.Array, jax.Array]:
     return jnp.where(far, inter, near), jnp.sum(present, axis=1)
 
 
-def compute_values(tpl: Template, cs: Consts) -> tuple[jax.Array, jax.Array]:
-    """(values_97 mod 23, ok): every template parameter's value, by repeated relaxation."""
-    opnd, q, rng = operands(tpl.ideps_48x4)
-    leaves, _ = abs_leaves(tpl.G_3x4x4)
-    far = jnp.asarray(SLOT_K[NI:RNG] > SLOT_I[NI:RNG] + 1)
-    need = tpl.tmpl_P.at[RNG].set(False)
+def plan_solution(tpl: Template, cs: Consts, n_steps: int) -> Plan:
+    """Lays the solution out as `n_steps` static steps and evaluates them (module docstring).
 
-    def step(c):
-        val, known, _, t = c
-        ov = jnp.where(opnd >= 0, val[jnp.maximum(opnd, 0)], 0)
-        ok_i = jnp.all((opnd < 0) | known[jnp.maximum(opnd, 0)], axis=1)
-        x = jnp.where((q == 2) & cs.diff_48, ov[:, 0] - ov[:, 1], jnp.sum(ov, axis=1))
-        vi = jnp.where(rng, jnp.where(q == 0, cs.c_48, jnp.where(cs.mul_48, cs.c_48 * x,
-                                                                 cs.c_48 + x)), x)
-        lv = jnp.where(leaves >= 0, val[jnp.maximum(leaves, 0)], 0)
-        ok_a = jnp.all((leaves < 0) | known[jnp.maximum(leaves, 0)], axis=1)
-        va = jnp.where(far, jnp.sum(lv[:, 0::2] * lv[:, 1::2], axis=1), jnp.sum(lv, axis=1))
-        new_val = jnp.concatenate([vi, va, jnp.zeros(1, jnp.int32)]) % 23
-        new_known = jnp.concatenate([ok_i, ok_a, jnp.ones(1, jnp.bool_)])
-        progress = jnp.any(new_known & ~known)
-        return new_val, known | new_known, progress, t + 1
-
-    init = (jnp.zeros(NP, jnp.int32), jnp.zeros(NP, jnp.bool_).at[RNG].set(True), jnp.bool_(True),
-            0)
-    val, known, _, _ = jax.lax.while_loop(lambda c: c[2] & (c[3] < NP), step, init)
-    return val, jnp.all(known | ~need)
-
-
-def plan_solution(tpl: Template, cs: Consts, val_97: jax.Array, n_steps: int) -> Plan:
-    """Lays the solution out as `n_steps` static steps (see module docstring)."""
+    Values come from the steps themselves: an operand that is a parameter reads the result of
+    that parameter's final step, which the topological order puts earlier (`Plan.ok` checks it),
+    so no fixed-point evaluation of the whole template is needed -- only solution parameters'
+    values are ever printed or probed."""
     opnd, q, rng = operands(tpl.ideps_48x4)
     leaves_A, c_A = abs_leaves(tpl.G_3x4x4)
     S = tpl.topo_S.shape[0]
@@ -186,18 +164,17 @@ def plan_solution(tpl: Template, cs: Consts, val_97: jax.Array, n_steps: int) ->
         leaf = jnp.take_along_axis(lv, jnp.clip(code, 0, 7)[:, None], 1)[:, 0]
         var = jnp.where(is_leaf, var_of_slot[jnp.maximum(leaf, 0)],
                         jnp.where(is_tmp, start[r] + code - 8, -1))
-        v = jnp.where(is_leaf, val_97[jnp.maximum(leaf, 0)], jnp.where(code == CONST, c_r, 0))
-        return var, v, is_tmp
+        return var, jnp.where(code == CONST, c_r, 0), is_leaf
 
-    a_var, a_v, a_tmp = src(sh[:, 0])
-    b_var, b_v, b_tmp = src(sh[:, 1])
-    # temporaries' values need the earlier steps' results: resolve by a short scan over steps
+    a_var, a_c, a_leaf = src(sh[:, 0])
+    b_var, b_c, b_leaf = src(sh[:, 1])
+    # operands that are variables (parameters or temporaries) read earlier steps' results
     no_hint = (sh[:, 0] == CRES) | (sh[:, 0] == ZRES)
     n_opnd = jnp.where(no_hint, 0, jnp.where(sh[:, 1] == NONE, 1, 2))
 
     def scan_fn(res_all, k):
-        av = jnp.where(a_tmp[k], res_all[jnp.maximum(a_var[k], 0)], a_v[k])
-        bv = jnp.where(b_tmp[k], res_all[jnp.maximum(b_var[k], 0)], b_v[k])
+        av = jnp.where(a_var[k] >= 0, res_all[jnp.maximum(a_var[k], 0)], a_c[k])
+        bv = jnp.where(b_var[k] >= 0, res_all[jnp.maximum(b_var[k], 0)], b_c[k])
         out = jnp.where(sign[k] == TIMES, av * bv, jnp.where(sign[k] == MINUS, av - bv, av + bv))
         out = jnp.where(n_opnd[k] == 1, av, out)
         out = jnp.where(sh[k, 0] == CRES, c_r[k], jnp.where(sh[k, 0] == ZRES, 0, out)) % 23
@@ -205,7 +182,16 @@ def plan_solution(tpl: Template, cs: Consts, val_97: jax.Array, n_steps: int) ->
 
     _, (a_val, b_val, res) = jax.lax.scan(scan_fn, jnp.zeros(n_steps, jnp.int32), g)
     last = lq == nst[r] - 1
+    # every parameter operand is a solution parameter whose final step comes earlier
+    ok = jnp.all(~valid | ((~a_leaf | ((a_var >= 0) & (a_var < g)))
+                           & (~b_leaf | ((b_var >= 0) & (b_var < g)))))
     return Plan(valid, r, valid & (lq == 0), valid & last, n_opnd, a_var, b_var, a_val, b_val,
-                sign, res, start[r] + nst[r] - 1, slot[r])
+                sign, res, start[r] + nst[r] - 1, slot[r], ok)
+
+
+def solution_values(plan: Plan) -> jax.Array:
+    """int32[97]: each solution parameter's value (its final step's result), 0 elsewhere."""
+    at = jnp.where(plan.final, plan.slot, NP)
+    return jnp.zeros(NP, jnp.int32).at[at].set(plan.res, mode="drop")
 
 
