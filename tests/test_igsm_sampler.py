@@ -97,6 +97,24 @@ def test_template_bins_are_the_sha256_of_the_sketch(med, hard):
     assert len(set(med.labels["template_bin"].tolist())) >= 20
 
 
+def test_batched_sha256_matches_hashlib_across_block_boundaries():
+    """Lengths 0-130 cross the one/two/three-block paddings (55/56, 119/120 bytes); one batch
+    mixes them, so the block loop must keep the shorter messages' state."""
+    import hashlib
+
+    import jax.numpy as jnp
+
+    from physics_lm.data.igsm.template_hash import sha256_mod
+
+    rng = np.random.default_rng(1)
+    lens = np.concatenate([np.arange(131), rng.integers(131, 301, 30)])
+    msg = rng.integers(0, 256, (len(lens), 300))
+    got = np.asarray(jax.jit(sha256_mod)(jnp.asarray(msg, jnp.int32), jnp.asarray(lens)))
+    want = [int(hashlib.sha256(bytes(m[:n].tolist())).hexdigest(), 16) % 23
+            for m, n in zip(msg, lens, strict=True)]
+    np.testing.assert_array_equal(got, want)
+
+
 def test_sketch_reproduces_the_reference_hash(reference_dir):
     """The official bins of the 600 reference problems: exact with the official string
     replacement; the quirk-free sketch (what the sampler hashes) differs on ~1 %."""

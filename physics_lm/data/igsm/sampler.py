@@ -38,7 +38,7 @@ from physics_lm.data.igsm.probes import probe_labels
 from physics_lm.data.igsm.render import Rendered, Tables, render
 from physics_lm.data.igsm.steps import draw_consts, plan_solution, solution_values
 from physics_lm.data.igsm.structure import NI
-from physics_lm.data.igsm.template_hash import N_BINS, max_sketch_bytes, template_bin
+from physics_lm.data.igsm.template_hash import N_BINS, max_sketch_bytes, template_bins
 
 MAX_ROUNDS = 64
 CPU_CHUNK = 128
@@ -105,11 +105,8 @@ def _bins_of(tpl, seeds, cfg: SamplerConfig) -> jax.Array:
     "more than" or "times") are part of the sketch, so the sentence constants are drawn from the
     candidate's own seed here and again, identically, when the selected rows are rendered."""
 
-    def one(t, seed):
-        plan = plan_solution(t, draw_consts(seed), cfg.n_steps)
-        return template_bin(plan, max_sketch_bytes(cfg.n_steps))
-
-    return jax.vmap(one)(tpl, seeds)
+    plans = jax.vmap(lambda t, seed: plan_solution(t, draw_consts(seed), cfg.n_steps))(tpl, seeds)
+    return template_bins(plans, max_sketch_bytes(cfg.n_steps))
 
 
 def _n_mentioned(t) -> jax.Array:
@@ -211,8 +208,7 @@ def sample_arrays(key: jax.Array, batch_size: int, cfg: SamplerConfig,
             "tokens": rd.tokens, "length": rd.length, "sol_pos": rd.sol_pos, "ans_pos": rd.ans_pos,
             "row_pos": rd.row_pos_S1, "op": t.op, "n_solution_params": t.n_sol,
             "question_kind": (qslot >= NI).astype(jnp.int32), "answer": answer,
-            "template_bin": (template_bin(plan, max_sketch_bytes(cfg.n_steps))
-                             if cfg.bins is None else c.bin),  # bins were needed to accept
+            "plan": plan,
             "depth": t.d, "n_sentences": jnp.sum(t.G_3x4x4),
             "n_template_params": jnp.sum(t.tmpl_P), "plan_ok": plan.ok,
             "n_mentioned_params": _n_mentioned(t),
@@ -225,6 +221,10 @@ def sample_arrays(key: jax.Array, batch_size: int, cfg: SamplerConfig,
     # rows grouped by their number of unnecessary parameters (the `design_unused` loop)
     res = by_work(lambda xs: jax.vmap(one)(*xs), (seeds, cand), cfg.chunk_rows(batch_size),
                   jnp.sum(cand.rec.remain_I, axis=1))
+    plans = res.pop("plan")
+    # the split needed the bins to accept candidates; otherwise hash the batch at once
+    res["template_bin"] = (template_bins(plans, max_sketch_bytes(cfg.n_steps))
+                           if cfg.bins is None else cand.bin)
     res["valid"] = filled & res["plan_ok"]
     res["stats"] = stats
     return res

@@ -89,53 +89,63 @@ def _rotr(x, n):
     return (x >> n) | (x << (32 - n))
 
 
+def _sigma(x, r1, r2, shift):
+    return _rotr(x, r1) ^ _rotr(x, r2) ^ (x >> shift)
+
+
 def sha256_mod(msg: jax.Array, length: jax.Array) -> jax.Array:
-    """int(sha256(msg[:length]).hexdigest(), 16) % 23 for one message (bytes as int32)."""
-    max_bytes = msg.shape[0]
+    """int(sha256(msg[n, :length[n]]).hexdigest(), 16) % 23 for a batch of messages (bytes as
+    int32 [N, max_bytes]).
+
+    Batched by hand, with the message axis minor ([16, N] words, [8, N] state): every round is a
+    few ops on contiguous [N] vectors. (Vmapped, the rolling [N, 16] schedule was re-laid out
+    by a copy in every round, half the hash's time.) The block loop runs to the longest message;
+    shorter ones keep their state."""
+    n, max_bytes = msg.shape
     nb_max = (max_bytes + 9 + 63) // 64
-    t = jnp.arange(nb_max * 64)
-    m = jnp.concatenate([msg, jnp.zeros(nb_max * 64 - max_bytes, msg.dtype)])
+    t = jnp.arange(nb_max * 64)[None, :]
+    m = jnp.pad(msg, ((0, 0), (0, nb_max * 64 - max_bytes))).astype(jnp.uint32)
+    ln = length[:, None]
     nb = (length + 9 + 63) // 64
-    bitlen = (length * 8).astype(jnp.uint32)
-    end = nb * 64
-    lenbyte = jnp.where(t >= end - 4, (bitlen >> (8 * (end - 1 - t)).astype(jnp.uint32)) & 0xFF, 0)
-    b = jnp.where(t < length, m.astype(jnp.uint32), jnp.where(t == length, 0x80, 0))
-    b = jnp.where((t >= end - 4) & (t < end), lenbyte, b).astype(jnp.uint32)
-    words = b.reshape(nb_max, 16, 4)
-    words = (words[..., 0] << 24) | (words[..., 1] << 16) | (words[..., 2] << 8) | words[..., 3]
+    end = nb[:, None] * 64
+    bitlen = (ln * 8).astype(jnp.uint32)
+    lenbyte = (bitlen >> (8 * jnp.clip(end - 1 - t, 0, 3)).astype(jnp.uint32)) & 0xFF
+    b = jnp.where(t < ln, m, jnp.where(t == ln, jnp.uint32(0x80), jnp.uint32(0)))
+    b = jnp.where((t >= end - 4) & (t < end), lenbyte, b)
+    b = b.reshape(n, nb_max, 16, 4)
+    words = (b[..., 0] << 24) | (b[..., 1] << 16) | (b[..., 2] << 8) | b[..., 3]
+    words = jnp.transpose(words, (1, 2, 0))  # [block, 16, N]
     K = jnp.asarray(_K)
 
-    def block(h, blk):
+    def block(h, w16):
+        w = list(w16)
+        for i in range(16, 64):  # the message schedule, [64, N]
+            w.append(_sigma(w[i - 2], 17, 19, 10) + w[i - 7] + _sigma(w[i - 15], 7, 18, 3)
+                     + w[i - 16])
+        W = jnp.stack(w)
+
         def rnd(i, s):
-            a, b_, c, d, e, f, g, hh, w = s
-            wi = w[0]
-            s0 = _rotr(w[1], 7) ^ _rotr(w[1], 18) ^ (w[1] >> 3)
-            s1 = _rotr(w[14], 17) ^ _rotr(w[14], 19) ^ (w[14] >> 10)
-            w = jnp.concatenate([w[1:], (w[0] + s0 + w[9] + s1)[None]])  # rolling schedule
-            S1 = _rotr(e, 6) ^ _rotr(e, 11) ^ _rotr(e, 25)
+            a, b_, c, d, e, f, g, hh = s
             ch = (e & f) ^ (~e & g)
-            t1 = hh + S1 + ch + K[i] + wi
-            S0 = _rotr(a, 2) ^ _rotr(a, 13) ^ _rotr(a, 22)
-            maj = (a & b_) ^ (a & c) ^ (b_ & c)
-            return (t1 + S0 + maj, a, b_, c, d + t1, e, f, g, w)
+            t1 = hh + (_rotr(e, 6) ^ _rotr(e, 11) ^ _rotr(e, 25)) + ch + K[i] + W[i]
+            t2 = (_rotr(a, 2) ^ _rotr(a, 13) ^ _rotr(a, 22)) + ((a & b_) ^ (a & c) ^ (b_ & c))
+            return (t1 + t2, a, b_, c, d + t1, e, f, g)
 
-        out = jax.lax.fori_loop(0, 64, rnd, (*(h[i] for i in range(8)), blk), unroll=UNROLL)
-        return h + jnp.stack(out[:8])
-
-    def cond(c):
-        return c[1] < nb
+        out = jax.lax.fori_loop(0, 64, rnd, tuple(h[i] for i in range(8)), unroll=UNROLL)
+        return h + jnp.stack(out)
 
     def body(c):
         h, i = c
-        return block(h, words[i]), i + 1
+        return jnp.where(i < nb[None, :], block(h, words[i]), h), i + 1
 
-    h, _ = jax.lax.while_loop(cond, body, (jnp.asarray(_H0), jnp.int32(0)))
-    return (jnp.sum((h % N_BINS) * jnp.asarray(_POW)) % N_BINS).astype(jnp.int32)
+    h0 = jnp.broadcast_to(jnp.asarray(_H0)[:, None], (8, n))
+    h, _ = jax.lax.while_loop(lambda c: c[1] < jnp.max(nb), body, (h0, jnp.int32(0)))
+    return (jnp.sum((h % N_BINS) * jnp.asarray(_POW)[:, None], axis=0) % N_BINS).astype(jnp.int32)
 
 
-def template_bin(plan: Plan, max_bytes: int) -> jax.Array:
-    """The official template hash bin (0-22) of a planned solution."""
-    msg, length = sketch_bytes(plan, max_bytes)
+def template_bins(plans: Plan, max_bytes: int) -> jax.Array:
+    """The official template hash bins (0-22) of a batch of planned solutions."""
+    msg, length = jax.vmap(lambda p: sketch_bytes(p, max_bytes))(plans)
     return sha256_mod(msg, length)
 
 
