@@ -23,7 +23,6 @@ from physics_lm.data.igsm.structure import NI, SLOT_I, SLOT_J, SLOT_K, SLOT_KIND
 from physics_lm.data.igsm.template import Template
 from physics_lm.data.igsm.vocab import Vocab
 
-SENT_SLOTS = 37
 STEP_SLOTS = 20
 POOL_W = 20
 

@@ -28,7 +28,6 @@ NI = 48  # instance slots
 NA = 48  # abstract slots
 RNG = 96
 NP = 97
-MAX_PARAM = 4  # official max_param: at most 4 dependencies per instance parameter
 
 # Static slot tables (numpy, so they fold into the jitted graph as constants).
 SLOT_KIND = np.array([0] * NI + [1] * NA + [2], np.int32)

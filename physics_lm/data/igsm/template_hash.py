@@ -30,7 +30,6 @@ _FRAGS = [" ", ". ", "Define Inst as ", "Define Inter as ", "so ", "0", " = ", "
  _EMPTY) = range(16)
 _LET = 16
 TABLE = FragmentTable([list(f.encode()) for f in _FRAGS])
-SEG_PER_STEP = 12
 UNROLL = 8  # rounds per loop iteration: 2.4x faster than 1; 64 compiles for minutes
 
 _K = np.array([
