@@ -11,7 +11,9 @@ setup(
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.11,<3.13",
-    packages=find_packages(include=["physics_lm", "physics_lm.*"]),
+    # configs/ is installed as physics_lm.configs, so configs import each other as modules.
+    packages=[*find_packages(include=["physics_lm", "physics_lm.*"]), "physics_lm.configs"],
+    package_dir={"physics_lm.configs": "configs"},
     package_data={"physics_lm": ["data/cfg/*.json", "data/igsm/*.json", "data/igsm/*.md"]},
     install_requires=[
         "jax>=0.10,<0.12",
@@ -22,12 +24,14 @@ setup(
         "numpy>=1.26,<3",
         "ml_collections>=1.0,<2",
         "absl-py>=2.1,<3",
+        # Not imported yet: the frozen evaluation sets (TFDS builders) of the scale issue use it.
         "tensorflow-datasets>=4.9.7,<5",
         "tensorboardX>=2.6,<3",
         "matplotlib>=3.8",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3", "scipy>=1.11"],
+        # setuptools: tests/test_packaging.py builds a wheel offline (--no-build-isolation).
+        "test": ["pytest>=8", "pytest-xdist>=3", "scipy>=1.11", "setuptools>=70.1"],
         "lint": ["ruff>=0.6"],
         "bench": ["torch>=2.3", "transformers>=4.40"],
     },

@@ -11,6 +11,7 @@ linear decay.
 """
 
 import ml_collections
+from physics_lm.configs import common
 
 from physics_lm.config import parse_config_arg
 
@@ -30,34 +31,22 @@ TEST_ARGS = (None, "corrupt=0.1", *(f"grammar={g},pos={p},smoke" for g in GRAMMA
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     a = parse_config_arg(arg)
     smoke = a.get("smoke") == "1" or a.get("size") == "smoke"
-    grammar = a.get("grammar", "cfg3f")
     layers, heads, width = SIZES[a.get("size", "smoke" if smoke else "small")]
-    c = ml_collections.ConfigDict()
-    c.mode = "train"
-    c.seed = 0
-    c.task = ml_collections.ConfigDict(dict(
-        name="cfg", grammar=grammar, seq_len=64 if smoke else 512, packing="pack",
-        corrupt_frac=float(a.get("corrupt", 0.0)), corrupt_rate=0.15))
-    c.model = ml_collections.ConfigDict(dict(
-        num_layers=layers, num_heads=heads, d_model=width, d_mlp=0, vocab_size=0,
-        max_len=64 if smoke else 1024, pos=a.get("pos", "rotary"), dropout=0.0,
-        tie_embeddings=True, compute_dtype="float32" if smoke else "bfloat16", remat=False))
-    c.optim = ml_collections.ConfigDict(dict(
-        lr=3e-4, b1=0.9, b2=0.98, eps=1e-8, weight_decay=0.1, warmup_steps=2 if smoke else 1000,
-        schedule="linear", final_lr_frac=0.0, grad_clip=1.0, grad_accum=1))
-    c.train = ml_collections.ConfigDict(dict(
-        batch_size=8 if smoke else 96, num_steps=4 if smoke else 100_000,
-        log_every=1 if smoke else 100, eval_every=4 if smoke else 2000,
-        eval_batches=1 if smoke else 8, checkpoint_every=2 if smoke else 2000,
-        keep_checkpoints=2 if smoke else 3, peak_flops_per_device=0.0))
-    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, distributed=False))
-    # mode=eval / mode=probe sections (physics_lm/eval/cfg_eval.py, physics_lm/probing/run.py).
-    c.eval = ml_collections.ConfigDict(dict(
-        n_generate=16 if smoke else 256, n_dp=8 if smoke else 64, n_entropy=8 if smoke else 64,
-        decode_batch=16 if smoke else 128, control=True))
-    c.probe = ml_collections.ConfigDict(dict(
-        steps=20 if smoke else 2000, batch_size=8 if smoke else 32,
-        eval_batches=2 if smoke else 8))
+    c = common.get_config("cfg")
+    c.task.update(grammar=a.get("grammar", "cfg3f"), seq_len=64 if smoke else 512,
+                  packing="pack", corrupt_frac=float(a.get("corrupt", 0.0)), corrupt_rate=0.15)
+    c.model = common.model(layers, heads, width, max_len=64 if smoke else 1024,
+                           pos=a.get("pos", "rotary"),
+                           compute_dtype="float32" if smoke else "bfloat16")
+    c.optim.update(schedule="linear", warmup_steps=2 if smoke else 1000)
+    c.train.update(eval_batches=8)
+    c.eval.update(n_generate=256, n_dp=64, n_entropy=64, decode_batch=128, control=True)
+    c.probe.update(steps=2000, batch_size=32, eval_batches=8)
+    if smoke:
+        c.train.update(batch_size=8, num_steps=4, log_every=1, eval_every=4, eval_batches=1,
+                       checkpoint_every=2, keep_checkpoints=2)
+        c.eval.update(n_generate=16, n_dp=8, n_entropy=8, decode_batch=16)
+        c.probe.update(steps=20, batch_size=8, eval_batches=2)
     return c
 
 

@@ -12,6 +12,7 @@ template bins (`IGSMTask.heldout()`), so it measures generalisation to unseen so
 """
 
 import ml_collections
+from physics_lm.configs import common
 
 from physics_lm.config import parse_config_arg
 
@@ -25,7 +26,6 @@ TEST_ARGS = (None, "smoke", "preset=hard,model=12-17", "format=qp,model=4-21")
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     a = parse_config_arg(arg)
-    smoke = a.get("smoke") == "1"
     preset = a.get("preset", "med")
     if preset not in RECIPES:
         raise ValueError(f"configs/igsm.py: preset={preset!r}; known: {', '.join(RECIPES)}")
@@ -34,31 +34,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         raise ValueError(f"configs/igsm.py: model={name!r}; known: {', '.join(GRID)}")
     layers, heads = (int(v) for v in name.split("-"))
     r = RECIPES[preset]
-    c = ml_collections.ConfigDict()
-    c.mode = "train"
-    c.seed = 0
-    c.task = ml_collections.ConfigDict(dict(
-        name="igsm", preset=preset, fmt=a.get("format", "pq"), split="train",
-        train_bins=tuple(range(16)), seq_len=r["seq_len"], loss_on="solution",
-        groups=1))  # on a data-parallel mesh: groups = data x fsdp (each device samples its rows)
-    c.model = ml_collections.ConfigDict(dict(
-        num_layers=layers, num_heads=heads, d_model=64 * heads, d_mlp=0, vocab_size=0,
-        max_len=r["seq_len"], pos="rotary", dropout=0.0, tie_embeddings=True,
-        compute_dtype="bfloat16", remat=layers >= 12))
-    c.optim = ml_collections.ConfigDict(dict(
-        lr=0.002, b1=0.9, b2=0.98, eps=1e-8, weight_decay=r["weight_decay"], warmup_steps=1000,
-        schedule="cosine", final_lr_frac=0.01, grad_clip=1.0, grad_accum=1))
-    c.train = ml_collections.ConfigDict(dict(
-        batch_size=r["batch_size"], num_steps=r["num_steps"], log_every=100, eval_every=2000,
-        eval_batches=4, checkpoint_every=2000, keep_checkpoints=3, peak_flops_per_device=0.0))
-    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, distributed=False))
-    if smoke:  # short problems, a 2-layer model: learns on a CPU in a minute or two
-        c.task.preset = "custom"
-        c.task.max_op = 3
-        c.task.max_edge = 6
-        c.task.seq_len = 320
-        c.model.update(num_layers=2, num_heads=2, d_model=64, max_len=320,
-                       compute_dtype="float32", remat=False)
+    c = common.get_config("igsm")
+    c.task.update(preset=preset, fmt=a.get("format", "pq"), split="train",
+                  train_bins=tuple(range(16)), seq_len=r["seq_len"], loss_on="solution",
+                  groups=1)  # on a data-parallel mesh: groups = data x fsdp (each device its rows)
+    c.model = common.model(layers, heads, 64 * heads, max_len=r["seq_len"], remat=layers >= 12)
+    c.optim.update(lr=0.002, weight_decay=r["weight_decay"], final_lr_frac=0.01)
+    c.train.update(batch_size=r["batch_size"], num_steps=r["num_steps"])
+    if a.get("smoke") == "1":  # short problems, a 2-layer model: learns on a CPU in a minute or two
+        c.task.update(preset="custom", max_op=3, max_edge=6, seq_len=320)
+        c.model = common.model(2, 2, 64, max_len=320, compute_dtype="float32")
         c.optim.update(lr=5e-3, warmup_steps=10, weight_decay=0.05)
         c.train.update(batch_size=16, num_steps=150, log_every=10, eval_every=150,
                        eval_batches=2, checkpoint_every=150)

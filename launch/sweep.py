@@ -9,18 +9,17 @@ from the overrides, so relaunching the sweep resumes every run where it stopped.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
+from physics_lm.configs import load_module
+
 
 def sweep_entries(config_path: str) -> list[dict]:
-    path = Path(config_path.split(":")[0])
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    path = config_path.split(":")[0]
+    module = load_module(path)
     if not hasattr(module, "sweep"):
         raise SystemExit(f"{path} defines no sweep(add)")
     entries: list[dict] = []

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 POSITION_SCHEMES = ("absolute", "rotary", "relative", "position_only", "uniform")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 SCHEDULES = ("cosine", "linear", "constant")
-MODES = ("train", "eval", "probe", "sample")
 
 
 class ConfigError(ValueError):
@@ -104,7 +105,11 @@ class ExperimentConfig:
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
-    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # eval/probe sections
+    # Analysis-mode sections: the task family's settings dataclass (physics_lm/modes.py), filled
+    # with its defaults; None where the family has no such mode.
+    eval: Any = None
+    probe: Any = None
+    sample: Any = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True, default=_jsonable)
@@ -124,7 +129,6 @@ _SECTIONS: dict[str, type] = {
     "train": TrainConfig,
     "mesh": MeshConfig,
 }
-EXTRA_SECTIONS = ("eval", "probe", "sample")  # free-form sections read by their modes
 
 
 def parse_config_arg(arg: str | None) -> dict[str, str]:
@@ -140,41 +144,52 @@ def _to_dict(cd: Any) -> dict:
     return cd.to_dict() if hasattr(cd, "to_dict") else dict(cd)
 
 
-def _is_number(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool)
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
-def coerce_value(key: str, value: Any, default: Any) -> Any:
-    """`value` checked against the type of `default`: ints widen to floats, a sequence of
-    numbers becomes a tuple of floats; otherwise a ConfigError names the dotted key."""
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = _is_number(value)
-        value = float(value) if ok else value
-    elif isinstance(default, tuple):
-        ok = isinstance(value, Sequence) and not isinstance(value, str) and all(
-            _is_number(v) for v in value)
-        value = tuple(float(v) for v in value) if ok else value
-    else:
-        ok = isinstance(value, type(default))
-    if not ok:
-        raise ConfigError(f"{key}={value!r}: expected {type(default).__name__}")
-    return value
+def coerce_value(key: str, value: Any, hint: Any) -> Any:
+    """`value` checked against the type annotation `hint` (int, float, bool, str, tuple[X, ...]
+    and unions of those): ints widen to floats, sequences become tuples; anything else is a
+    ConfigError naming the dotted key and the value."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        for arm in typing.get_args(hint):
+            try:
+                return coerce_value(key, value, arm)
+            except ConfigError:
+                continue
+    elif typing.get_origin(hint) is tuple:
+        elem = typing.get_args(hint)[0]
+        if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+            return tuple(coerce_value(f"{key}[{i}]", v, elem) for i, v in enumerate(value))
+    elif hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif hint is Any or isinstance(value, hint):
+        return value
+    raise ConfigError(f"{key}={value!r}: expected {_type_name(hint)}")
 
 
 def build_section(name: str, cls: type, raw: Mapping[str, Any] | None) -> Any:
-    """A frozen dataclass `cls` from the config section `name`, checking keys and types."""
+    """The one section parser: a frozen dataclass `cls` from config section `name`.
+
+    Unknown keys and values of the wrong type are a ConfigError naming `name.key`; `cls` may add
+    cross-field checks in `__post_init__` (raising ConfigError).
+    """
+    hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
-    defaults = cls()
     kwargs = {}
     for key, value in (raw or {}).items():
         if key not in fields:
             raise ConfigError(f"unknown config key {name}.{key}={value!r}; "
                               f"known: {', '.join(sorted(fields))}")
-        kwargs[key] = coerce_value(f"{name}.{key}", value, getattr(defaults, key))
+        kwargs[key] = coerce_value(f"{name}.{key}", value, hints[key])
     return cls(**kwargs)
 
 
@@ -223,29 +238,58 @@ def _check_mesh(mesh: MeshConfig, batch_size: int, grad_accum: int) -> None:
     shape = (mesh.data, mesh.fsdp, mesh.tensor)
     _require(all(s >= 1 or s == -1 for s in shape) and shape.count(-1) <= 1, "mesh", shape,
              "entries must be >= 1, at most one may be -1")
+    if -1 not in (mesh.data, mesh.fsdp):  # else the device count decides (train/setup.py)
+        dp, micro = mesh.data * mesh.fsdp, batch_size // grad_accum
+        _require(micro % dp == 0, "mesh.data*mesh.fsdp", dp,
+                 f"must divide the micro-batch train.batch_size/optim.grad_accum={micro}")
+
+
+def _analysis_sections(raw: Mapping[str, Any], family: str) -> dict[str, Any]:
+    """The eval/probe/sample sections, parsed by the task family's settings (modes.py)."""
+    from physics_lm import modes
+
+    out = {}
+    for mode in modes.ANALYSIS_MODES:
+        handler = modes.family_handler(mode, family)
+        if handler is None:
+            if raw.get(mode):
+                raise ConfigError(f"config section {mode!r} given, but task.name={family!r} has "
+                                  f"no {mode} mode; families with it: "
+                                  f"{', '.join(modes.HANDLERS[mode]) or 'none'}")
+            out[mode] = None
+        else:
+            out[mode] = build_section(mode, handler.settings, _to_dict(raw.get(mode) or {}))
+    return out
 
 
 def from_config_dict(cd: Any) -> ExperimentConfig:
-    """Validates a ConfigDict (or dict) and freezes it. Builds no JAX arrays."""
+    """Validates a ConfigDict (or dict), every section whatever the mode, and freezes it.
+
+    Builds no JAX arrays.
+    """
+    from physics_lm import modes
+
     raw = _to_dict(cd)
-    known = {"mode", "seed", "task", *_SECTIONS, *EXTRA_SECTIONS}
+    known = {"mode", "seed", "task", *_SECTIONS, *modes.ANALYSIS_MODES}
     for key in raw:
         if key not in known:
             raise ConfigError(f"unknown config key {key}={raw[key]!r}; "
                               f"known: {', '.join(sorted(known))}")
     mode = raw.get("mode", "train")
-    _require(mode in MODES, "mode", mode, f"must be one of {MODES}")
+    _require(mode in modes.MODES, "mode", mode, f"must be one of {tuple(modes.MODES)}")
     seed = raw.get("seed", 0)
     _require(isinstance(seed, int) and seed >= 0, "seed", seed, "must be an int >= 0")
     sections = {name: build_section(name, cls, _to_dict(raw.get(name, {})))
                 for name, cls in _SECTIONS.items()}
     task_raw = _to_dict(raw.get("task", {}))
     task = TaskConfig(name=task_raw.pop("name", "cfg"), kwargs=task_raw)
-    cfg = ExperimentConfig(mode=mode, seed=seed, task=task,
-                           extra={k: _to_dict(raw[k]) for k in EXTRA_SECTIONS if k in raw},
-                           **sections)
+    _require(isinstance(task.name, str), "task.name", task.name, "must be a string")
+    cfg = ExperimentConfig(mode=mode, seed=seed, task=task, **sections,
+                           **_analysis_sections(raw, task.name))
     _check_model(cfg.model)
     _check_train(cfg.train)
     _check_optim(cfg.optim, cfg.train)
     _check_mesh(cfg.mesh, cfg.train.batch_size, cfg.optim.grad_accum)
+    if mode in modes.ANALYSIS_MODES and getattr(cfg, mode) is None:
+        modes.require_handler(mode, task.name)  # raises: this family has no such mode
     return cfg

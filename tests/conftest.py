@@ -1,4 +1,9 @@
-"""Shared pytest fixtures. Every test process sees 8 fake CPU devices (sharding tests)."""
+"""Shared pytest fixtures. Every test process sees 8 fake CPU devices (sharding tests).
+
+Tests that compare with the official generators read `../shared/reference` (beside the repo).
+Where it is absent they are skipped, with the reason in the summary (`-rs` in pytest.ini); under
+CI (`CI` set) an absent folder is a failure: CI always has it.
+"""
 
 import os
 
@@ -9,6 +14,9 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", "/tmp/physics_lm_test_jax_cac
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
+import importlib
+import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,22 +26,28 @@ _REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
-    """``/work/shared/reference`` (read-only corpora); skips only if the folder is absent."""
+    """``../shared/reference`` (read-only corpora): skip where absent, fail under CI."""
     if not _REFERENCE.is_dir():
-        pytest.skip(f"reference folder {_REFERENCE} is absent")
+        message = f"reference folder {_REFERENCE} is absent"
+        if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+            pytest.fail(f"{message}, and CI must have it", pytrace=False)
+        pytest.skip(message)
     return _REFERENCE
+
+
+def read_jsonl(path: Path) -> Iterator[dict]:
+    with path.open(encoding="utf-8") as f:
+        yield from (json.loads(line) for line in f if line.strip())
+
+
+@pytest.fixture(scope="session")
+def reference_records(reference_dir):
+    """`reference_records("cfg/samples_public")` -> the records of that reference JSONL file."""
+    return lambda name: list(read_jsonl(reference_dir / f"{name}.jsonl"))
 
 
 @pytest.fixture(scope="session")
 def load_config():
     """`load_config("quickstart", "steps=10")` -> configs/quickstart.py's get_config(arg)."""
-    import importlib.util
-
-    def load(stem: str, arg: str | None = None):
-        path = Path(__file__).resolve().parents[1] / "configs" / f"{stem}.py"
-        spec = importlib.util.spec_from_file_location(f"configs_{stem}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module.get_config(arg)
-
-    return load
+    return lambda stem, arg=None: importlib.import_module(
+        f"physics_lm.configs.{stem}").get_config(arg)

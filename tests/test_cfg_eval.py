@@ -11,13 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from physics_lm.config import ModelConfig, from_config_dict
+from physics_lm.analysis import run_analysis
+from physics_lm.config import ConfigError, ModelConfig, build_section, from_config_dict
 from physics_lm.data.cfg import membership, nexttoken
 from physics_lm.data.cfg.grammar import load_grammar
 from physics_lm.data.cfg.sampler import sample_strings
 from physics_lm.data.cfg.task import corrupt_tokens
 from physics_lm.eval.cfg_eval import EvalConfig, distribution_metrics, true_strings
-from physics_lm.eval.run import evaluate_checkpoint, sample_checkpoint
 from physics_lm.models.gpt2 import GPT2
 from physics_lm.train.trainer import train_and_evaluate
 
@@ -46,11 +46,14 @@ def test_distribution_metrics_exact_on_a_uniform_model():
 
 
 def test_eval_config_rejects_unknown_and_mistyped_keys():
-    assert EvalConfig.from_dict({"temperatures": [1, 0.5]}).temperatures == (1.0, 0.5)
-    with pytest.raises(ValueError, match=r"eval\.n_gen"):
-        EvalConfig.from_dict({"n_gen": 4})
-    with pytest.raises(ValueError, match=r"eval\.n_generate"):
-        EvalConfig.from_dict({"n_generate": 2.5})
+    parse = lambda raw: build_section("eval", EvalConfig, raw)
+    assert parse({"temperatures": [1, 0.5]}).temperatures == (1.0, 0.5)
+    with pytest.raises(ConfigError, match=r"eval\.n_gen"):
+        parse({"n_gen": 4})
+    with pytest.raises(ConfigError, match=r"eval\.n_generate"):
+        parse({"n_generate": 2.5})
+    with pytest.raises(ConfigError, match=r"eval\.temperatures\[1\]='x'"):
+        parse({"temperatures": [1, "x"]})
 
 
 def test_corrupted_prefix_scoring_accepts_repairable_strings():
@@ -81,7 +84,7 @@ def test_evaluate_and_sample_checkpoint_end_to_end(tmp_path):
     train_and_evaluate(_tiny_run(tmp_path), tmp_path)
     ev = {"n_generate": 8, "temperatures": [1.0], "prefix_len": 8, "decode_batch": 8, "n_dp": 8,
           "n_entropy": 4, "robust_temperatures": [1.0, 0.1], "control": True}
-    flat = evaluate_checkpoint(_tiny_run(tmp_path, "eval", {"eval": ev}), tmp_path)
+    flat = run_analysis(_tiny_run(tmp_path, "eval", {"eval": ev}), tmp_path)
     text = (tmp_path / "eval" / "cfg.json").read_text()
     assert "NaN" not in text  # strict JSON (no valid generation -> null entropy)
     res = json.loads(text)
@@ -106,12 +109,26 @@ def test_evaluate_and_sample_checkpoint_end_to_end(tmp_path):
     if importlib.util.find_spec("matplotlib"):
         assert (tmp_path / "eval" / "cfg_kl_by_position.png").stat().st_size > 0
 
-    out = sample_checkpoint(_tiny_run(tmp_path, "sample", {"sample": {"n": 4, "prefix_len": 5}}),
-                            tmp_path)
-    lines = [json.loads(x) for x in Path(out["path"]).read_text().splitlines()]
+    out = run_analysis(_tiny_run(tmp_path, "sample", {"sample": {"n": 4, "prefix_len": 5}}),
+                       tmp_path)
+    assert out["path/step2_cut5_T1"].endswith("sample/cfg_step2_cut5_T1.jsonl")
+    lines = [json.loads(x) for x in Path(out["path/step2_cut5_T1"]).read_text().splitlines()]
     assert len(lines) == 4 and all(x["prefix_len"] == 5 and len(x["tokens"]) >= 5 for x in lines)
-    with pytest.raises(ValueError, match=r"eval\.bogus"):
-        evaluate_checkpoint(_tiny_run(tmp_path, "eval", {"eval": {"bogus": 1}}), tmp_path)
+    assert out["accuracy"] == np.mean([x["valid"] for x in lines])
+
+
+def test_analysis_sections_are_validated_at_load_whatever_the_mode(tmp_path):
+    for mode in ("train", "eval", "probe"):  # a typo in eval fails before a training run
+        with pytest.raises(ConfigError, match=r"eval\.bogus"):
+            _tiny_run(tmp_path, mode, {"eval": {"bogus": 1}})
+    with pytest.raises(ConfigError, match=r"eval\.n_generate=0"):
+        _tiny_run(tmp_path, "train", {"eval": {"n_generate": 0}})
+    with pytest.raises(ConfigError, match=r"sample\.temperature='hot'"):
+        _tiny_run(tmp_path, "train", {"sample": {"temperature": "hot"}})
+    cfg = _tiny_run(tmp_path, "train", {"eval": {"temperatures": [1, 0.5]}})
+    assert cfg.eval.temperatures == (1.0, 0.5) and cfg.probe.steps > 0  # defaults filled in
+    with pytest.raises(ConfigError, match=r"has no config\.json"):  # nothing trained there
+        run_analysis(_tiny_run(tmp_path, "eval"), tmp_path / "empty")
 
 
 def test_first_error_finds_the_first_forbidden_token():

@@ -17,9 +17,8 @@ GRAMMARS = ("cfg3b", "cfg3f", "cfg3h", "cfg3i", "cfg3k")
 
 
 @pytest.fixture(scope="module")
-def samples(reference_dir):
-    lines = (reference_dir / "cfg" / "samples_public.jsonl").read_text().splitlines()
-    return [json.loads(s) for s in lines]
+def samples(reference_records):
+    return reference_records("cfg/samples_public")
 
 
 @pytest.mark.parametrize("name", GRAMMARS)

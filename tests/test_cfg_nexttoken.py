@@ -21,9 +21,8 @@ from physics_lm.data.cfg.reference import sample_reference
 
 
 @pytest.fixture(scope="module")
-def reference_rows(reference_dir):
-    lines = (reference_dir / "cfg" / "nexttoken_public.jsonl").read_text().splitlines()
-    return [json.loads(s) for s in lines]
+def reference_rows(reference_records):
+    return reference_records("cfg/nexttoken_public")
 
 
 def test_matches_all_official_rows(reference_rows):

@@ -37,10 +37,8 @@ STATS_KEY = jax.random.key(2024)
 
 
 @pytest.fixture(scope="module")
-def positives(reference_dir):
-    lines = (reference_dir / "cfg" / "samples_public.jsonl").read_text().splitlines()
-    rows = [json.loads(s) for s in lines]
-    return [r for r in rows if r["label"] == "positive"]
+def positives(reference_records):
+    return [r for r in reference_records("cfg/samples_public") if r["label"] == "positive"]
 
 
 def test_reference_reproduces_official_positives(positives):

@@ -1,21 +1,15 @@
 """Config validation: every bad value fails at start-up naming the key and the value."""
 
-import importlib.util
 from pathlib import Path
 
 import ml_collections
 import pytest
+from physics_lm.configs import load_module
 
 from physics_lm.config import ConfigError, from_config_dict
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.py"))
-
-
-def _load(path: Path):
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+CONFIGS = sorted(p for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.py")
+                 if p.stem != "__init__" and p.stem != "common")
 
 
 def _base(**sections) -> dict:
@@ -40,6 +34,7 @@ def _base(**sections) -> dict:
         ("optim", {"warmup_steps": 10}, "optim.warmup_steps=10"),
         ("train", {"batch_size": 0}, "train.batch_size=0"),
         ("mesh", {"data": -1, "fsdp": -1}, "mesh"),
+        ("mesh", {"data": 3, "fsdp": 1}, "mesh.data*mesh.fsdp=3"),  # 8 rows on 3 devices
     ],
 )
 def test_bad_values_name_key_and_value(section, values, needle):
@@ -62,7 +57,8 @@ def test_runtime_checks_need_task_and_devices():
     with pytest.raises(ConfigError, match="cfg9z"):
         build_experiment(from_config_dict(_base(task={"grammar": "cfg9z"})))
     with pytest.raises(ConfigError, match=r"needs 6 devices, found 8"):
-        build_experiment(from_config_dict(_base(mesh={"data": 3, "fsdp": 2, "tensor": 1})))
+        build_experiment(from_config_dict(_base(mesh={"data": 3, "fsdp": 2, "tensor": 1},
+                                                train={"batch_size": 12})))
     with pytest.raises(ConfigError, match="not divisible by the data-parallel size"):
         build_experiment(from_config_dict(_base(train={"batch_size": 4})))
     with pytest.raises(ConfigError, match=r"task\.name='tsp'"):
@@ -85,7 +81,7 @@ def test_every_config_and_sweep_entry_validates(path):
         cfg = from_config_dict(cd)
         resolve_model(cfg.model, build_task(cfg.task))  # task kwargs and task/model fit
 
-    module = _load(path)
+    module = load_module(path)
     args = getattr(module, "TEST_ARGS", (None,))
     for arg in args:
         check(module.get_config(arg))

@@ -9,8 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from physics_lm.analysis import run_analysis
 from physics_lm.config import ConfigError, from_config_dict
-from physics_lm.probing import heads, run
+from physics_lm.probing import cfg_run, heads
 from physics_lm.probing import train_probe as tp
 from physics_lm.train.trainer import load_trained, train_and_evaluate
 
@@ -128,7 +129,7 @@ def test_probe_checkpoint_end_to_end(tmp_path, monkeypatch):
     _, saved, _ = load_trained(cfg, tmp_path)
     saved = jax.tree.map(np.asarray, saved)
     seen = []
-    original = run.probe_model
+    original = cfg_run.probe_model
 
     def checked(problem, steps, frozen, *args):  # the frozen params survive probe training
         snap = jax.tree.map(np.array, frozen)
@@ -137,14 +138,14 @@ def test_probe_checkpoint_end_to_end(tmp_path, monkeypatch):
         seen.append(snap)
         return out
 
-    monkeypatch.setattr(run, "probe_model", checked)
-    result = run.probe_checkpoint(cfg, tmp_path)
+    monkeypatch.setattr(cfg_run, "probe_model", checked)
+    result = run_analysis(cfg, tmp_path)
     jax.tree.map(np.testing.assert_array_equal, seen[0], saved)  # trained = the checkpoint
     differs = jax.tree.map(lambda a, b: not np.array_equal(a, b), seen[0], seen[1])
     assert any(jax.tree.leaves(differs))  # the control really is another (random-init) model
 
     doc = json.loads((tmp_path / "probe" / "cfg.json").read_text())
-    assert result["checkpoint_step"] == doc["checkpoint_step"] == 2
+    assert result["checkpoint_step"] == result["step"] == doc["checkpoint_step"] == 2
     layers = ["embed", "blocks.0.resid_post", "blocks.1.resid_post", "final"]
     assert doc["layers"] == layers and doc["levels"] == [1, 2, 3, 4, 5]
     assert list(doc["results"]) == ["linear"]
@@ -170,10 +171,13 @@ def test_probe_checkpoint_end_to_end(tmp_path, monkeypatch):
 
 def test_probe_config_errors_name_the_key():
     with pytest.raises(ConfigError, match=r"probe\.stepz"):
-        run.parse_probe_config({"stepz": 3}, seed=0)
+        _cfg(probe={"stepz": 3})
     with pytest.raises(ConfigError, match=r"probe\.kinds"):
-        run.parse_probe_config({"kinds": ["cubic"]}, seed=0)
+        _cfg(probe={"kinds": ["cubic"]})
     with pytest.raises(ConfigError, match=r"probe\.lr"):
-        run.parse_probe_config({"lr": "fast"}, seed=0)
-    fit, opts = run.parse_probe_config({"steps": 5, "lr": 1}, seed=4)
-    assert (fit.steps, fit.lr, fit.seed, opts["layers"]) == (5, 1.0, 4, "all")
+        _cfg(probe={"lr": "fast"})
+    with pytest.raises(ConfigError, match=r"probe\.layers='some'"):
+        _cfg(probe={"layers": "some"})
+    settings = _cfg(probe={"steps": 5, "lr": 1, "layers": ["final"]}).probe
+    fit = settings.fit(seed=4)
+    assert (fit.steps, fit.lr, fit.seed, settings.layers) == (5, 1.0, 4, ("final",))

@@ -1,2 +1,2 @@
-"""Evaluation: KV-cached sampling (decode.py), Part 1 CFG metrics (cfg_eval.py), the eval and
-sample modes (run.py) and their plots (plots.py)."""
+"""Evaluation: KV-cached sampling (decode.py), the CFG family's eval and sample handlers
+(cfg_eval.py, cfg_sample.py; registered in physics_lm/modes.py) and their plots (plots.py)."""

@@ -1,6 +1,8 @@
 """Part 1 evaluation of a trained model on its CFG: generation, diversity, KL, loss, robustness.
 
-`cfg.extra["eval"]` keys (all optional; an unknown key is a ConfigError, a ValueError, naming it):
+The `eval` config section of a CFG run (`EvalConfig`; all optional, validated at config load: an
+unknown key or a bad value is a ConfigError naming it). `EVALUATOR` registers it for `mode=eval`
+(physics_lm/modes.py), which writes workdir/eval/cfg.json and the plots:
   n_generate=256        generations per (setting, temperature)
   temperatures=[1.0]    temperatures of the cut0 / cut50 generation accuracy
   prefix_len=50         the cut of "cut50" and of the corrupted-prefix test
@@ -13,9 +15,9 @@
   robust_temperatures=[1.0, 0.1]
   corrupt_rate=-1.0     per-token flip rate of the test prefixes; < 0 = the task's corrupt_rate
   seed=0                eval randomness (fresh strings, corruption, sampling)
-  control=False         also evaluate the random-init model (run.py; the "memorised nothing" row)
-  step=-1               checkpoint step (run.py); -1 = latest
-  plots=True            write eval/*.png when matplotlib is importable (run.py)
+  control=False         also evaluate the random-init model (the "memorised nothing" row)
+  step=-1               checkpoint step; -1 = latest
+  plots=True            write eval/*.png when matplotlib is importable
 
 Metrics (`evaluate_cfg`'s dict; "T1" is temperature 1, "T0.1" 0.1):
   generation.cut{0,k}.T*: accuracy (EOS emitted and BOS-free string in the grammar, by the batched
@@ -48,20 +50,21 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from physics_lm.config import ConfigError, ModelConfig, build_section
+from physics_lm.config import ConfigError, ModelConfig
 from physics_lm.data.cfg import membership, nexttoken
 from physics_lm.data.cfg.grammar import Grammar
 from physics_lm.data.cfg.sampler import sample_strings
 from physics_lm.data.cfg.task import CFGTask, corrupt_tokens
 from physics_lm.eval.decode import completions, generate
+from physics_lm.eval.plots import write_plots
 from physics_lm.models.gpt2 import GPT2
+from physics_lm.modes import Handler
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,18 +87,16 @@ class EvalConfig:
     step: int = -1
     plots: bool = True
 
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any] | None) -> EvalConfig:
-        """Validates `cfg.extra["eval"]`; unknown keys and wrong types raise naming the key."""
-        ec = parse_section(cls, raw, "eval")
-        if min(ec.n_generate, ec.decode_batch, ec.n_dp) < 1 or ec.prefix_len < 1:
-            raise ConfigError(f"eval sizes must be >= 1: {dataclasses.asdict(ec)}")
-        return ec
-
-
-def parse_section(cls: type, raw: Mapping[str, Any] | None, section: str) -> Any:
-    """A frozen dataclass from a free-form `extra` section (ConfigError on a bad key/type)."""
-    return build_section(section, cls, raw)
+    def __post_init__(self) -> None:
+        for key in ("n_generate", "decode_batch", "n_dp", "prefix_len"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"eval.{key}={getattr(self, key)!r}: must be >= 1")
+        if self.n_entropy < 0 or self.top_k < 0 or self.max_total_len < 0:
+            raise ConfigError(f"eval.n_entropy/top_k/max_total_len="
+                              f"{(self.n_entropy, self.top_k, self.max_total_len)!r}: must be >= 0")
+        if not self.temperatures or min(self.temperatures + self.robust_temperatures) < 0:
+            raise ConfigError(f"eval.temperatures={self.temperatures!r}: need at least one, "
+                              "all >= 0")
 
 
 def tkey(t: float) -> str:
@@ -282,3 +283,22 @@ def evaluate_cfg(model_cfg: ModelConfig, params: Any, task: CFGTask, ec: EvalCon
                             "clean_acc": run(1, cut, t)["accuracy"]}
         out["robustness"] = rob
     return out
+
+
+def _run(loaded: Any, ec: EvalConfig) -> dict[str, Any]:
+    """`mode=eval` for CFG runs: the metrics of the model and, with `control`, of its init."""
+    exp = loaded.exp
+    doc: dict[str, Any] = {"eval_config": dataclasses.asdict(ec),
+                           **evaluate_cfg(exp.model.cfg, loaded.host_params, exp.task, ec)}
+    if ec.control:
+        control = jax.device_get(loaded.control_params())
+        doc["control"] = evaluate_cfg(exp.model.cfg, control, exp.task, ec)
+    return doc
+
+
+def _plots(doc: dict[str, Any], out_dir: Any) -> None:
+    if doc["eval_config"]["plots"]:
+        write_plots(doc, out_dir)
+
+
+EVALUATOR = Handler(settings=EvalConfig, run=_run, plots=_plots)

@@ -19,17 +19,18 @@ import jax
 import numpy as np
 from absl import logging
 
-from physics_lm.config import ExperimentConfig
+from physics_lm.config import ConfigError, ExperimentConfig
 from physics_lm.train import metrics as metrics_lib
 from physics_lm.train import sharding
 from physics_lm.train.checkpoint import Checkpointer
 from physics_lm.train.setup import Experiment, build_experiment, restore_or_init
 from physics_lm.train.steps import make_eval_step, make_train_step
 
-# Keys that may change between launches of the same run (they do not change the math).
+# Keys that may change between launches of the same run (they do not change the math). "extra"
+# held the analysis sections in config.json files written before they were typed.
 RESUMABLE_KEYS = ("train.log_every", "train.eval_every", "train.eval_batches",
                   "train.checkpoint_every", "train.keep_checkpoints",
-                  "train.peak_flops_per_device", "mesh", "extra")
+                  "train.peak_flops_per_device", "mesh", "eval", "probe", "sample", "extra")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -62,10 +63,11 @@ def check_workdir_config(cfg: ExperimentConfig, workdir: Path, *, write: bool = 
         diff = {k: (old.get(k), v) for k, v in new.items() if k not in skip and old.get(k) != v}
         diff.update({k: (v, None) for k, v in old.items() if k not in new and k not in skip})
         if diff:
-            raise ValueError(f"workdir {workdir} holds a run with a different config "
-                             f"(key: old -> new): {diff}; use a new --workdir")
+            raise ConfigError(f"workdir {workdir} holds a run with a different config "
+                              f"(key: old -> new): {diff}; use a new --workdir")
     elif not write:
-        raise ValueError(f"workdir {workdir} has no config.json: nothing was trained there")
+        raise ConfigError(f"workdir {workdir} has no config.json: nothing was trained there "
+                          "(run mode=train first)")
     if write and jax.process_index() == 0:
         path.write_text(cfg.to_json())
 
@@ -73,7 +75,7 @@ def check_workdir_config(cfg: ExperimentConfig, workdir: Path, *, write: bool = 
 def load_trained(cfg: ExperimentConfig, workdir: str | Path, step: int | None = None):
     """(experiment, params, step) of a trained run; for eval/probe/sample modes.
 
-    The config must describe the run in `workdir` (its mode and extra sections may differ).
+    The config must describe the run in `workdir` (its mode and analysis sections may differ).
     """
     workdir = Path(workdir)
     check_workdir_config(cfg, workdir, write=False, ignore=("mode",))
@@ -82,7 +84,7 @@ def load_trained(cfg: ExperimentConfig, workdir: str | Path, step: int | None = 
     try:
         step = ckpt.latest_step() if step is None else step
         if step is None:
-            raise ValueError(f"no checkpoint in {workdir / 'checkpoints'}: train first")
+            raise ConfigError(f"no checkpoint in {workdir / 'checkpoints'}: train first")
         state = ckpt.restore(step, exp.abstract_state)
     finally:
         ckpt.close()
@@ -117,9 +119,8 @@ def jit_steps(exp: Experiment):
         exp.model, exp.task, exp.tx, seed=cfg.seed, batch_size=cfg.train.batch_size,
         grad_accum=cfg.optim.grad_accum, dropout=cfg.model.dropout > 0,
         batch_constraint=exp.constrain_batch)
-    # A task may define a held-out variant (iGSM: the test template bins); else fresh keys suffice.
-    eval_task = exp.task.heldout() if hasattr(exp.task, "heldout") else exp.task
-    eval_step = make_eval_step(exp.model, eval_task, seed=cfg.seed,
+    # eval_loss is measured on the task's held-out variant (iGSM: the test template bins).
+    eval_step = make_eval_step(exp.model, exp.task.heldout(), seed=cfg.seed,
                                batch_size=cfg.train.batch_size // cfg.optim.grad_accum,
                                batch_constraint=exp.constrain_batch)
 

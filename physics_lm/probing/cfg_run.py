@@ -1,13 +1,13 @@
-"""`mode=probe`: fit NT-ancestor / NT-boundary probes on a trained CFG run and its random init.
+"""`mode=probe` for CFG runs: NT-ancestor / NT-boundary probes of a trained run and its init.
 
   python -m physics_lm.main --config=configs/cfg.py:... --config.mode=probe --workdir=RUN
 
-Writes `RUN/probe/cfg.json` (layout in `probe_checkpoint`) and `RUN/probe/heatmap.png` (level ×
-layer; skipped with a log line when matplotlib is not installed). The control is the same
-architecture at its initial parameters (the very init the trained run started from), probed with
-the same steps and the same data, and always reported beside the trained model.
+Writes `RUN/probe/cfg.json` (layout in `_run`) and `RUN/probe/heatmap.png` (level × layer;
+skipped with a log line when matplotlib is not installed). The control is the same architecture
+at its initial parameters (the very init the trained run started from), probed with the same
+steps and the same data, and always reported beside the trained model.
 
-`cfg.extra["probe"]` keys (all optional):
+The `probe` config section (`ProbeSettings`; all optional, validated at config load):
   steps 2000          probe updates (every probe of every layer, level and kind at once)
   batch_size 32       rows per update (divisible by the mesh's data-parallel size)
   lr 1e-3             Adam peak learning rate (warmup, then cosine to lr/10)
@@ -26,62 +26,62 @@ the same steps and the same data, and always reported beside the trained model.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 from typing import Any
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec
 
-from physics_lm.config import ConfigError, ExperimentConfig, coerce_value
+from physics_lm.config import ConfigError
 from physics_lm.data.cfg.task import CFGTask
+from physics_lm.modes import Handler
 from physics_lm.probing import cfg_probe, heads
 from physics_lm.probing import train_probe as tp
 from physics_lm.probing.capture import residual_layer_names
 from physics_lm.train import sharding
-from physics_lm.train.setup import Experiment
-from physics_lm.train.steps import STREAM_INIT, stream_key
-from physics_lm.train.trainer import load_trained
 
-_FIT_KEYS = {f.name for f in dataclasses.fields(tp.FitSettings)} - {"seed"}
-DEFAULTS: dict[str, Any] = {
-    **{k: v for k, v in dataclasses.asdict(tp.FitSettings()).items() if k in _FIT_KEYS},
-    "kinds": list(heads.KINDS), "layers": "all", "levels": "all", "checkpoint_step": -1,
-}
+_FIT_KEYS = tuple(f.name for f in dataclasses.fields(tp.FitSettings) if f.name != "seed")
 
 
-def parse_probe_config(raw: dict[str, Any], seed: int) -> tuple[tp.FitSettings, dict[str, Any]]:
-    """(fit settings, run options) from `cfg.extra["probe"]`; errors name `probe.<key>`."""
-    unknown = sorted(set(raw) - set(DEFAULTS))
-    if unknown:
-        raise ConfigError(f"unknown config key probe.{unknown[0]}={raw[unknown[0]]!r}; "
-                          f"known: {', '.join(sorted(DEFAULTS))}")
-    merged = {**DEFAULTS, **raw}
-    for key, default in DEFAULTS.items():
-        value = merged[key]
-        if isinstance(default, bool | int | float):
-            merged[key] = coerce_value(f"probe.{key}", value, default)
-        elif not (value == "all" or isinstance(value, list | tuple)):
-            raise ConfigError(f"probe.{key}={value!r}: expected 'all' or a list")
-    for key in ("steps", "batch_size", "eval_batches", "num_heads", "rank", "max_offset",
-                "log_every"):
-        if merged[key] < 1:
-            raise ConfigError(f"probe.{key}={merged[key]!r}: must be >= 1")
-    if not merged["lr"] > 0 or merged["warmup_steps"] < 0:
-        raise ConfigError(f"probe.lr/warmup_steps={(merged['lr'], merged['warmup_steps'])!r}: "
-                          "need lr > 0 and warmup_steps >= 0")
-    kinds = tuple(merged["kinds"])
-    if not kinds or any(k not in heads.KINDS for k in kinds) or len(set(kinds)) != len(kinds):
-        raise ConfigError(f"probe.kinds={list(kinds)!r}: a non-empty subset of {heads.KINDS}")
-    fit = tp.FitSettings(**{k: merged[k] for k in _FIT_KEYS if k != "kinds"}, kinds=kinds,
-                         seed=seed)
-    fit = dataclasses.replace(fit, lr=float(fit.lr))
-    return fit, {k: merged[k] for k in DEFAULTS if k not in _FIT_KEYS}
+@dataclasses.dataclass(frozen=True)
+class ProbeSettings:
+    """The `probe` section (module docstring); fit sizes default to `tp.FitSettings`'s."""
+
+    steps: int = tp.FitSettings.steps
+    batch_size: int = tp.FitSettings.batch_size
+    lr: float = tp.FitSettings.lr
+    warmup_steps: int = tp.FitSettings.warmup_steps
+    eval_batches: int = tp.FitSettings.eval_batches
+    kinds: tuple[str, ...] = heads.KINDS
+    num_heads: int = tp.FitSettings.num_heads
+    rank: int = tp.FitSettings.rank
+    max_offset: int = tp.FitSettings.max_offset
+    remat: bool = tp.FitSettings.remat
+    log_every: int = tp.FitSettings.log_every
+    layers: str | tuple[str, ...] = "all"
+    levels: str | tuple[int, ...] = "all"
+    checkpoint_step: int = -1
+
+    def __post_init__(self) -> None:
+        for key in ("steps", "batch_size", "eval_batches", "num_heads", "rank", "max_offset",
+                    "log_every"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"probe.{key}={getattr(self, key)!r}: must be >= 1")
+        if not self.lr > 0 or self.warmup_steps < 0:
+            raise ConfigError(f"probe.lr/warmup_steps={(self.lr, self.warmup_steps)!r}: need "
+                              "lr > 0 and warmup_steps >= 0")
+        kinds = self.kinds
+        if not kinds or any(k not in heads.KINDS for k in kinds) or len(set(kinds)) != len(kinds):
+            raise ConfigError(f"probe.kinds={list(kinds)!r}: a non-empty subset of {heads.KINDS}")
+        for key in ("layers", "levels"):
+            if isinstance(getattr(self, key), str) and getattr(self, key) != "all":
+                raise ConfigError(f"probe.{key}={getattr(self, key)!r}: expected 'all' or a list")
+
+    def fit(self, seed: int) -> tp.FitSettings:
+        return tp.FitSettings(**{k: getattr(self, k) for k in _FIT_KEYS}, seed=seed)
 
 
 def _resolve_layers(opt: Any, num_layers: int) -> tuple[str, ...]:
@@ -91,16 +91,6 @@ def _resolve_layers(opt: Any, num_layers: int) -> tuple[str, ...]:
     if bad or not names:
         raise ConfigError(f"probe.layers={list(names)!r}: names must be among {list(known)}")
     return names
-
-
-def control_params(exp: Experiment) -> Any:
-    """The random-init control: the same init the trained run started from, same shardings."""
-
-    def init():
-        tokens = jnp.zeros((1, exp.task.seq_len), jnp.int32)
-        return nn.unbox(exp.model.init(stream_key(exp.cfg.seed, STREAM_INIT), tokens)["params"])
-
-    return jax.jit(init, out_shardings=exp.state_shardings.params)()
 
 
 def probe_model(problem: tp.ProbeProblem, steps: tuple, frozen: Any, fit: tp.FitSettings,
@@ -184,8 +174,8 @@ def write_heatmap(path: Path, doc: dict[str, Any]) -> bool:
     return True
 
 
-def probe_checkpoint(cfg: ExperimentConfig, workdir: str | Path) -> dict[str, Any]:
-    """Probes the run in `workdir` and its random-init control; writes probe/cfg.json.
+def _run(loaded: Any, settings: ProbeSettings) -> dict[str, Any]:
+    """Probes the run and its random-init control; the doc written to probe/cfg.json.
 
     cfg.json: {"grammar", "task", "checkpoint_step", "layers", "levels", "settings", "note",
     "final_loss": {model: {...}}, "results": {kind: {layer: {"level<l>": {target: {
@@ -197,21 +187,15 @@ def probe_checkpoint(cfg: ExperimentConfig, workdir: str | Path) -> dict[str, An
     Baselines (majority = best constant guess on the same positions) come from the same
     held-out batches both models are scored on; a subset with no positions gives null.
     """
-    workdir = Path(workdir)
-    fit, opts = parse_probe_config(dict(cfg.extra.get("probe", {})), cfg.seed)
-    step = None if opts["checkpoint_step"] < 0 else opts["checkpoint_step"]
-    exp, params, step = load_trained(cfg, workdir, step)
+    exp, fit = loaded.exp, settings.fit(loaded.cfg.seed)
     task = exp.task
-    if not isinstance(task, CFGTask):
-        raise ConfigError(f"task.name={cfg.task.name!r}: probe mode supports CFG tasks only")
     dp = sharding.data_parallel_size(exp.mesh)
     if fit.batch_size % dp:
         raise ConfigError(f"probe.batch_size={fit.batch_size}: must divide by the data-parallel "
                           f"size {dp}")
-    layers = _resolve_layers(opts["layers"], exp.model.cfg.num_layers)
-    levels = cfg_probe.probe_levels(task) if opts["levels"] == "all" else tuple(opts["levels"])
-    if not all(isinstance(l, int) and not isinstance(l, bool) for l in levels):
-        raise ConfigError(f"probe.levels={list(levels)!r}: expected ints")
+    layers = _resolve_layers(settings.layers, exp.model.cfg.num_layers)
+    levels = (cfg_probe.probe_levels(task) if settings.levels == "all"
+              else tuple(settings.levels))
     try:
         cfg_probe.check_levels(task, levels)
     except ValueError as e:
@@ -224,19 +208,20 @@ def probe_checkpoint(cfg: ExperimentConfig, workdir: str | Path) -> dict[str, An
     with jax.set_mesh(exp.mesh):
         steps = tp.jit_steps(problem, fit, batch_constraint=exp.constrain_batch,
                              replicated=replicated)
-        by_model["trained"] = probe_model(problem, steps, params, fit, N, D, replicated,
+        by_model["trained"] = probe_model(problem, steps, loaded.params, fit, N, D, replicated,
                                           "trained")
-        by_model["control"] = probe_model(problem, steps, control_params(exp), fit, N, D,
+        by_model["control"] = probe_model(problem, steps, loaded.control_params(), fit, N, D,
                                           replicated, "control")
-    doc = {"grammar": task.grammar, "task": task.describe(), "checkpoint_step": int(step),
-           "layers": list(layers), "levels": list(levels),
-           "settings": {**dataclasses.asdict(fit), **opts}, "note": cfg_probe.ambiguity_note(task),
-           "final_loss": {m: v["final_loss"] for m, v in by_model.items()},
-           **report(task, layers, levels, by_model)}
-    out = workdir / "probe"
-    if jax.process_index() == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "cfg.json").write_text(json.dumps(doc, indent=2, default=_num))
-        write_heatmap(out / "heatmap.png", doc)
-    logging.info("probe results written to %s", out / "cfg.json")
-    return {"probe_json": str(out / "cfg.json"), "checkpoint_step": int(step)}
+    return {"grammar": task.grammar, "task": task.describe(), "checkpoint_step": loaded.step,
+            "layers": list(layers), "levels": list(levels),
+            "settings": {**dataclasses.asdict(fit), **dataclasses.asdict(settings)},
+            "note": cfg_probe.ambiguity_note(task),
+            "final_loss": {m: v["final_loss"] for m, v in by_model.items()},
+            **report(task, layers, levels, by_model)}
+
+
+def _heatmap(doc: dict[str, Any], out_dir: Path) -> None:
+    write_heatmap(Path(out_dir) / "heatmap.png", doc)
+
+
+PROBE = Handler(settings=ProbeSettings, run=_run, step_field="checkpoint_step", plots=_heatmap)
