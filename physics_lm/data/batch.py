@@ -43,6 +43,11 @@ class Task(Protocol):
         """Pure, jittable: draws `batch_size` fresh sequences from `key`."""
         ...
 
+    def heldout(self) -> Task:
+        """The task the held-out `eval_loss` is measured on (iGSM: the test template bins; a
+        family with no held-out part returns itself and is sampled from the eval key stream)."""
+        ...
+
     def describe(self) -> Mapping[str, Any]:
         """JSON-able facts about the task (for config.json and logs)."""
         ...

@@ -24,12 +24,25 @@ def lr_schedule(o: OptimConfig, num_steps: int) -> optax.Schedule:
     return optax.join_schedules([warmup, decay], [o.warmup_steps])
 
 
+def is_decayed(path: tuple) -> bool:
+    """Whether the parameter at `path` (a tree path of the params) gets weight decay.
+
+    Decay is for the weight matrices of projections: every Dense kernel (`kernel`: MLP, untied
+    `lm_head`) and the attention's fused `qkv_kernel` / `out_kernel`. Norm scales and biases,
+    the token embedding `wte`, position tables (`wpe`) and relative-position biases (`rel_bias`)
+    are not decayed: they are offsets, gains or lookup tables, and decay would pull rows of rare
+    tokens or far positions to zero for lack of gradient. The papers state only the AdamW decay
+    value (e.g. 0.1 for Part 1, 0.05 on iGSM-med); their GPT-2 code base (HF-style grouping:
+    no decay on biases and LayerNorm) would also decay `wte`, which, tied, is the output
+    projection too. We keep the tied embedding undecayed: it is first a lookup table.
+    """
+    name = getattr(path[-1], "key", getattr(path[-1], "name", None))
+    return isinstance(name, str) and (name == "kernel" or name.endswith("_kernel"))
+
+
 def decay_mask(params) -> object:
-    """True only for Dense kernels: no decay on norms, biases, embeddings or position tables."""
-    def is_kernel(path, _leaf) -> bool:
-        last = path[-1]
-        return getattr(last, "key", getattr(last, "name", None)) == "kernel"
-    return jax.tree_util.tree_map_with_path(is_kernel, params)
+    """A tree of bools like `params`: True where `is_decayed`."""
+    return jax.tree_util.tree_map_with_path(lambda path, _: is_decayed(path), params)
 
 
 def make_optimizer(o: OptimConfig, num_steps: int) -> optax.GradientTransformation:

@@ -150,6 +150,11 @@ class CFGTask:
             return 1 if g.max_len + 2 <= T else 4
         return min(math.ceil(T / (g.min_len + 2)), math.ceil(T / (g.expected_len + 2)) + 2)
 
+    def heldout(self) -> CFGTask:
+        """The held-out variant: a grammar has no held-out part, so the same task; the trainer
+        samples it from the eval key stream, which training never uses (fresh strings)."""
+        return self
+
     def describe(self) -> dict[str, Any]:
         g = self.spec
         return {

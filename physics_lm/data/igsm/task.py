@@ -186,6 +186,12 @@ class IGSMTask:
         res["stats"] = stats
         return res
 
+    def heldout(self) -> IGSMTask:
+        """The held-out variant for `eval_loss`: problems whose solution template lies in the
+        bins training never sees (train <-> test; `split="all"` holds nothing out, so it stays)."""
+        other = {"train": "test", "test": "train", "all": "all"}[self.split]
+        return dataclasses.replace(self, split=other)
+
     def describe(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.update(name=self.name, max_op=self.resolved_max_op, max_edge=self.resolved_max_edge,
