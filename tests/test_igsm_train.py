@@ -14,6 +14,10 @@ def test_igsm_smoke_learns_solution_tokens(tmp_path, load_config):
     assert first > 5.0  # ~log(vocab): nothing known at step 1
     # Held-out = problems whose solution template is in the test bins (never trained on).
     assert out["eval_loss"] < 0.5 * first, (first, out)
+    # The share of rows trained on (valid, within seq_len) is logged with every train row.
+    shares = [r["rows_trained"] for r in rows if "loss" in r]
+    assert shares and all(0.8 <= s <= 1.0 for s in shares), shares
+    assert all(r["rows_overflow"] + r["rows_trained"] <= 1.0 for r in rows if "loss" in r)
 
 
 def test_eval_loss_is_measured_on_the_test_template_bins(load_config, monkeypatch):

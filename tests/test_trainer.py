@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import threading
 import time
@@ -88,6 +89,22 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
     assert sorted(b) == list(range(1, 7))
     assert [a[s] for s in range(1, 7)] == [b[s] for s in range(1, 7)]  # bitwise equal
     assert a[6] < a[1]
+
+
+def test_relaunch_after_a_crash_logs_each_step_once(tmp_path):
+    cfg = _cfg()
+    train_and_evaluate(cfg, tmp_path)
+    before = _step_losses(tmp_path)
+    for step in (4, 6):  # as if killed -9 after step 6 but before checkpoints 4 and 6 landed
+        shutil.rmtree(tmp_path / "checkpoints" / str(step))
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 7, "lo')  # a line cut by the crash
+    train_and_evaluate(cfg, tmp_path)  # resumes at 2, replays 3..6
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    for key in ("loss", "eval_loss"):  # train and eval rows: each step once, in order
+        steps = [r["step"] for r in rows if key in r]
+        assert steps == sorted(set(steps)), (key, steps)
+    assert _step_losses(tmp_path) == before  # the replay is bit-exact
 
 
 def test_relaunch_with_different_config_is_refused(tmp_path):

@@ -48,6 +48,11 @@ class Task(Protocol):
         family with no held-out part returns itself and is sampled from the eval key stream)."""
         ...
 
+    def batch_metrics(self, batch: Batch) -> Mapping[str, jax.Array]:
+        """Scalars about a sampled batch, logged with each train step (iGSM: the share of rows
+        that are valid and fit the context); jittable; may be empty."""
+        ...
+
     def describe(self) -> Mapping[str, Any]:
         """JSON-able facts about the task (for config.json and logs)."""
         ...

@@ -24,8 +24,6 @@ from physics_lm.models.gpt2 import GPT2
 from physics_lm.probing.capture import stacked_fn
 from physics_lm.probing.train_probe import ProbeBatch, ProbeProblem
 
-TARGETS = ("ancestor", "boundary")
-
 # SPEC §6 / §8.4: share of strings with a unique parse (50 strings each). Labels come from the
 # generating tree, so on ambiguous grammars no probe can reach 100% from the string alone.
 UNIQUE_PARSE_SHARE = {"cfg3b": 1.0, "cfg3i": 0.14, "cfg3h": 0.84, "cfg3g": 0.24, "cfg3f": 0.62,

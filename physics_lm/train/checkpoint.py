@@ -26,9 +26,6 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self._mgr.latest_step()
 
-    def all_steps(self) -> list[int]:
-        return list(self._mgr.all_steps())
-
     def should_save(self, step: int) -> bool:
         return step % self.every == 0
 

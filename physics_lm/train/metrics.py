@@ -42,17 +42,52 @@ def train_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
     return 6.0 * matmul + attention
 
 
-class MetricsWriter:
-    """Appends JSON lines and TensorBoard scalars (only on process 0)."""
+def truncate_after(path: Path, step: int) -> int:
+    """Drops the lines of `path` logged after `step`; returns how many. Atomic (temp + rename).
 
-    def __init__(self, workdir: str | Path) -> None:
+    A run killed after step s resumes from its last checkpoint c <= s and replays c+1..s; without
+    this the file would hold those steps twice.
+    """
+    if not path.exists():
+        return 0
+    lines = path.read_text().splitlines(keepends=True)
+    keep = []
+    for line in lines:
+        try:
+            logged = json.loads(line)["step"]
+        except (ValueError, KeyError, TypeError):  # a line cut by the crash
+            continue
+        if logged <= step:
+            keep.append(line if line.endswith("\n") else line + "\n")
+    if len(keep) != len(lines):
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(keep))
+        tmp.replace(path)
+    return len(lines) - len(keep)
+
+
+class MetricsWriter:
+    """Appends JSON lines and TensorBoard scalars (only on process 0).
+
+    `start_step`: the step the run (re)starts from; lines logged after it by an earlier launch
+    are dropped, so a reader sees each step once.
+    """
+
+    def __init__(self, workdir: str | Path, start_step: int = 0) -> None:
         self._active = jax.process_index() == 0
         self._path = Path(workdir) / "metrics.jsonl"
+        if self._active:
+            dropped = truncate_after(self._path, start_step)
+            if dropped:
+                logging.info("metrics.jsonl: dropped %d lines logged after step %d (replayed)",
+                             dropped, start_step)
         self._tb = None
         if self._active:
             try:
                 from tensorboardX import SummaryWriter
-                self._tb = SummaryWriter(str(Path(workdir) / "tb"))
+                # purge_step hides the events an earlier launch logged after start_step.
+                self._tb = SummaryWriter(str(Path(workdir) / "tb"),
+                                         purge_step=start_step + 1 if start_step else None)
             except ImportError:  # TensorBoard is optional; JSON lines are the record
                 logging.warning("tensorboardX missing: no TensorBoard events")
 

@@ -86,7 +86,7 @@ def make_train_step(model: GPT2, task: Task, tx: optax.GradientTransformation, *
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": loss_sum / denom, "grad_norm": optax.tree.norm(grads),
-                   "tokens": count}
+                   "tokens": count, **task.batch_metrics(batch)}
         return TrainState(state.step + 1, params, opt_state), metrics
 
     return train_step

@@ -184,7 +184,7 @@ def _loop(exp: Experiment, workdir: Path, ckpt: Checkpointer, state, stop_at: in
                                    peak * exp.mesh.size if peak else None, cfg.train.num_steps)
     logging.info("model: %s params, task %s, mesh %s", f"{n_params:,}", exp.task.name,
                  dict(exp.mesh.shape))
-    writer = metrics_lib.MetricsWriter(workdir)
+    writer = metrics_lib.MetricsWriter(workdir, start_step=step)
     preempt = _Preemption()
     window: list[float] = []
     last: dict[str, float] = {}

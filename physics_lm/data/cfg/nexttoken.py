@@ -183,11 +183,6 @@ def _next_token_rows(grammar: Grammar, tok: np.ndarray) -> np.ndarray:
     return rows_NxC
 
 
-def next_token_probs_batch(grammar: Grammar, strings: Sequence[Sequence[int]]) -> list[np.ndarray]:
-    """`next_token_probs` for ragged strings (host loop; each costs ~0.05 s at 250 tokens)."""
-    return [next_token_probs(grammar, s) for s in strings]
-
-
 def prefix_is_valid(probs_NxC: np.ndarray) -> np.ndarray:
     """bool[N]: row r is defined, i.e. tokens[:r] is a prefix of some string of the grammar."""
     return np.isfinite(probs_NxC).all(axis=-1)

@@ -155,6 +155,11 @@ class CFGTask:
         samples it from the eval key stream, which training never uses (fresh strings)."""
         return self
 
+    def batch_metrics(self, batch: Batch) -> dict[str, jax.Array]:
+        """Nothing to report: every sampled string is whole (packing cuts only the last one)."""
+        del batch
+        return {}
+
     def describe(self) -> dict[str, Any]:
         g = self.spec
         return {

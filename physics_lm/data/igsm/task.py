@@ -186,6 +186,15 @@ class IGSMTask:
         res["stats"] = stats
         return res
 
+    def batch_metrics(self, batch: Batch) -> dict[str, jax.Array]:
+        """Shares of rows that were trained on (`rows_trained`: valid and within seq_len) and
+        that overflowed seq_len: both other kinds get a zero loss mask, so a falling
+        `rows_trained` says the context is too short for the problems drawn."""
+        valid = batch.labels["valid"].astype(jnp.float32)
+        overflow = batch.labels["overflow"].astype(jnp.float32)
+        return {"rows_trained": jnp.mean(valid * (1.0 - overflow)),
+                "rows_overflow": jnp.mean(overflow)}
+
     def heldout(self) -> IGSMTask:
         """The held-out variant for `eval_loss`: problems whose solution template lies in the
         bins training never sees (train <-> test; `split="all"` holds nothing out, so it stays)."""
