@@ -161,7 +161,7 @@ def _last(x_BxTxV: jax.Array, length_B: jax.Array) -> jax.Array:
     return jnp.take_along_axis(x_BxTxV, (length_B - 1)[:, None, None], axis=1)[:, 0]
 
 
-def _cached_backend(cfg: ModelConfig, params: Any, prompt_BxP: jax.Array,
+def cached_backend(cfg: ModelConfig, params: Any, prompt_BxP: jax.Array,
                     prompt_len_B: jax.Array, slots: int) -> tuple[Any, jax.Array, Forward]:
     """Prefills the cache with the prompt in one chunk; returns (cache, logits_BxV, forward)."""
     model = GPT2(cfg, decode=True)
@@ -227,7 +227,7 @@ def generate(cfg: ModelConfig, params: Any, key: jax.Array, prompt_BxP: jax.Arra
     tokens_BxL = jnp.pad(jnp.where(in_prompt_BxP, prompt_BxP, pad_id).astype(jnp.int32),
                          ((0, 0), (0, max_new)), constant_values=pad_id)
     if use_cache:
-        cache, logits_BxV, forward = _cached_backend(cfg, params, prompt_BxP.astype(jnp.int32),
+        cache, logits_BxV, forward = cached_backend(cfg, params, prompt_BxP.astype(jnp.int32),
                                                      prompt_len_B, L)
     else:
         forward = _recompute_backend(cfg, params)
