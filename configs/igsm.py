@@ -3,6 +3,7 @@
   --config=configs/igsm.py                      med, GPT2-20-9 (the paper's depth-20 model)
   --config=configs/igsm.py:preset=hard,model=12-17
   --config=configs/igsm.py:smoke                a tiny CPU run on short problems (tests)
+  --config=configs/igsm.py:scaled               the Part 2.1 trends at CPU scale (~2 h, 2 cores)
 
 Arg keys: preset (med | hard), format (pq | qp), model (a GPT2-ℓ-h name of the Part 2.1 grid:
 width 64·h, h heads), smoke. Recipes from the paper: med lr 0.002, wd 0.05, batch 512, context
@@ -21,7 +22,7 @@ RECIPES = {
     "med": dict(weight_decay=0.05, batch_size=512, seq_len=768, num_steps=100_000),
     "hard": dict(weight_decay=0.03, batch_size=256, seq_len=1024, num_steps=200_000),
 }
-TEST_ARGS = (None, "smoke", "preset=hard,model=12-17", "format=qp,model=4-21")
+TEST_ARGS = (None, "smoke", "scaled", "preset=hard,model=12-17", "format=qp,model=4-21")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -47,6 +48,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.optim.update(lr=5e-3, warmup_steps=10, weight_decay=0.05)
         c.train.update(batch_size=16, num_steps=150, log_every=10, eval_every=150,
                        eval_batches=2, checkpoint_every=150)
+    if a.get("scaled") == "1":  # the paper's trends on a CPU: ops <= 6, a 6-layer width-128 model
+        c.task.update(preset="custom", max_op=6, max_edge=10, seq_len=464)
+        c.model = common.model(6, 4, 128, max_len=464, compute_dtype="float32")
+        c.optim.update(lr=2e-3, warmup_steps=100, weight_decay=0.05)
+        c.train.update(batch_size=32, num_steps=3000, log_every=25, eval_every=250,
+                       eval_batches=2, checkpoint_every=250, keep_checkpoints=3)
     return c
 
 
