@@ -12,7 +12,9 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11,<3.13",
     packages=find_packages(include=["physics_lm", "physics_lm.*"]),
-    package_data={"physics_lm": ["data/cfg/*.json", "data/igsm/*.json", "data/igsm/*.md"]},
+    package_data={
+        "physics_lm": ["data/cfg/*.json", "data/igsm/text/*.json", "data/igsm/text/*.md"]
+    },
     install_requires=[
         "jax>=0.10,<0.12",
         "jaxlib>=0.10,<0.12",

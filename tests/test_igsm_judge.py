@@ -6,8 +6,8 @@ import string
 
 import pytest
 
-from physics_lm.data.igsm.judge import judge, judge_batch, judge_problem
-from physics_lm.data.igsm.parser import RNG, parse_problem
+from physics_lm.data.igsm.text.judge import judge, judge_batch, judge_problem
+from physics_lm.data.igsm.text.parser import RNG, parse_problem
 
 CORPORA = ("med_pq_public", "hard_pq_public", "med_retry_public", "med_retry_weak_public")
 

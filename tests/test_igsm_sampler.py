@@ -19,13 +19,13 @@ import jax
 import numpy as np
 import pytest
 
-from physics_lm.data.igsm.judge import judge
-from physics_lm.data.igsm.parser import parse_problem
-from physics_lm.data.igsm.probe_labels import pair_labels, row_labels
-from physics_lm.data.igsm.render import host_texts
+from physics_lm.data.igsm.gen.render import host_texts
+from physics_lm.data.igsm.gen.template_hash import host_bin, sketch_text
 from physics_lm.data.igsm.task import IGSMTask
-from physics_lm.data.igsm.template_hash import host_bin, sketch_text
-from physics_lm.data.igsm.vocab import get_vocab
+from physics_lm.data.igsm.text.judge import judge
+from physics_lm.data.igsm.text.parser import parse_problem
+from physics_lm.data.igsm.text.probe_labels import pair_labels, row_labels
+from physics_lm.data.igsm.text.vocab import get_vocab
 
 FAST = {"xla_backend_optimization_level": 0}
 MED = IGSMTask("med", split="all", seq_len=1024, with_probes=True)
@@ -104,7 +104,7 @@ def test_batched_sha256_matches_hashlib_across_block_boundaries():
 
     import jax.numpy as jnp
 
-    from physics_lm.data.igsm.template_hash import sha256_mod
+    from physics_lm.data.igsm.gen.template_hash import sha256_mod
 
     rng = np.random.default_rng(1)
     lens = np.concatenate([np.arange(131), rng.integers(131, 301, 30)])
@@ -243,7 +243,7 @@ def test_describe_is_json():
 def test_sort_free_order_and_ranks_equal_stable_argsort():
     import jax.numpy as jnp
 
-    from physics_lm.data.igsm import rand
+    from physics_lm.data.igsm.gen import rand
 
     rng = np.random.default_rng(0)
     for shape in [(7, 52), (3, 4, 20), (48,)]:
@@ -280,9 +280,9 @@ def test_candidate_op_never_exceeds_its_budget():
     a candidate's op never exceeds its op budget s (and s respects the floor)."""
     import jax.numpy as jnp
 
-    from physics_lm.data.igsm import rand
-    from physics_lm.data.igsm.candidate import candidates
-    from physics_lm.data.igsm.structure import draw_hyper
+    from physics_lm.data.igsm.gen import rand
+    from physics_lm.data.igsm.gen.candidate import candidates
+    from physics_lm.data.igsm.gen.structure import draw_hyper
 
     seeds = rand.bits(jnp.uint32(5), 72, 0, 256)
     floors = jnp.asarray(np.random.default_rng(0).integers(1, 16, 256), jnp.int32)
@@ -297,7 +297,7 @@ def test_candidate_op_never_exceeds_its_budget():
 def test_class_choice_draws_in_proportion_to_the_weights():
     import jax.numpy as jnp
 
-    from physics_lm.data.igsm import rand
+    from physics_lm.data.igsm.gen import rand
 
     mask = jnp.array([True, True, False, True, True, True])
     cls = jnp.array([0, 2, 2, 1, 1, 0])

@@ -68,8 +68,8 @@ def _lines(f: IO[str]) -> Iterator[tuple[int, dict]]:
 
 
 def run(name: str, args: argparse.Namespace) -> int:
-    from physics_lm.data.igsm.judge import judge
-    from physics_lm.data.igsm.vocab import get_vocab
+    from physics_lm.data.igsm.text.judge import judge
+    from physics_lm.data.igsm.text.vocab import get_vocab
 
     start, n, n_ok = time.perf_counter(), 0, 0
     vocab = get_vocab()

@@ -17,9 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from physics_lm.data.igsm import rand
-from physics_lm.data.igsm.structure import NI, NP, RNG, SLOT_I, SLOT_K, SLOT_KIND
-from physics_lm.data.igsm.template import Template, struct_preds
+from physics_lm.data.igsm.gen import rand
+from physics_lm.data.igsm.gen.structure import NI, NP, RNG, SLOT_I, SLOT_K, SLOT_KIND
+from physics_lm.data.igsm.gen.template import Template, struct_preds
 
 # Operand source codes of the shape table.
 NONE, CONST, CRES, ZRES = 16, 15, 17, 18  # none / the constant c / "so s = c" / "so s = 0"

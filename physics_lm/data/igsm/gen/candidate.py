@@ -25,8 +25,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from physics_lm.data.igsm import rand
-from physics_lm.data.igsm.structure import (
+from physics_lm.data.igsm.gen import rand
+from physics_lm.data.igsm.gen.structure import (
     NI,
     Hyper,
     Record,
@@ -34,8 +34,8 @@ from physics_lm.data.igsm.structure import (
     build_structure,
     draw_hyper,
 )
-from physics_lm.data.igsm.template import Template, _backward_sort, _design, _fill_all
-from physics_lm.data.igsm.unused import design_unused
+from physics_lm.data.igsm.gen.template import Template, _backward_sort, _design, _fill_all
+from physics_lm.data.igsm.gen.unnecessary import design_unused
 
 MAX_INNER_TRIES = 64  # official: 1,000; ~1.27 tries are needed on average (SPEC §2)
 

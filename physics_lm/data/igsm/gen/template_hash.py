@@ -17,10 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from physics_lm.data.igsm.layout import FragmentTable, assemble
-from physics_lm.data.igsm.names import CATEGORIES
-from physics_lm.data.igsm.steps import Plan
-from physics_lm.data.igsm.structure import NI
+from physics_lm.data.igsm.gen.layout import FragmentTable, assemble
+from physics_lm.data.igsm.gen.plan import Plan
+from physics_lm.data.igsm.gen.structure import NI
+from physics_lm.data.igsm.text.names import CATEGORIES
 
 N_BINS = 23
 LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from physics_lm.data.igsm import rand
+from physics_lm.data.igsm.gen import rand
 
 D = 4  # max depth
 W = 4  # max width

@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from physics_lm.data.igsm import rand
-from physics_lm.data.igsm.structure import (
+from physics_lm.data.igsm.gen import rand
+from physics_lm.data.igsm.gen.structure import (
     ABS_CHILD_ABS,
     ABS_CHILD_INST,
     NA,

@@ -16,12 +16,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from physics_lm.data.igsm import names, rand
-from physics_lm.data.igsm.layout import FragmentTable, assemble
-from physics_lm.data.igsm.steps import Consts, Plan, operands
-from physics_lm.data.igsm.structure import NI, SLOT_I, SLOT_J, SLOT_K, SLOT_KIND
-from physics_lm.data.igsm.template import Template
-from physics_lm.data.igsm.vocab import Vocab
+from physics_lm.data.igsm.gen import rand
+from physics_lm.data.igsm.gen.layout import FragmentTable, assemble
+from physics_lm.data.igsm.gen.plan import Consts, Plan, operands
+from physics_lm.data.igsm.gen.structure import NI, SLOT_I, SLOT_J, SLOT_K, SLOT_KIND
+from physics_lm.data.igsm.gen.template import Template
+from physics_lm.data.igsm.text import names
+from physics_lm.data.igsm.text.vocab import Vocab
 
 STEP_SLOTS = 20
 POOL_W = 20

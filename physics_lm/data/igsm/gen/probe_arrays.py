@@ -10,8 +10,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from physics_lm.data.igsm.structure import NI, NP, RNG, abs_valid, inst_possible
-from physics_lm.data.igsm.template import Template, struct_matrix
+from physics_lm.data.igsm.gen.structure import NI, NP, RNG, abs_valid, inst_possible
+from physics_lm.data.igsm.gen.template import Template, struct_matrix
 
 N_ALL = 72
 MOD = 23

@@ -12,9 +12,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from physics_lm.data.igsm import rand
-from physics_lm.data.igsm.structure import NA, NI, NP, RNG, Record, closure
-from physics_lm.data.igsm.template import _fill_chosen
+from physics_lm.data.igsm.gen import rand
+from physics_lm.data.igsm.gen.structure import NA, NI, NP, RNG, Record, closure
+from physics_lm.data.igsm.gen.template import _fill_chosen
 
 
 def design_unused(seed, rec: Record, tmpl_P, ideps_48x4, G, d, l_D):

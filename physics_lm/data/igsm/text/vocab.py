@@ -30,7 +30,7 @@ import string
 from collections.abc import Iterable, Sequence
 from functools import cache
 
-from physics_lm.data.igsm import names
+from physics_lm.data.igsm.text import names
 
 SPECIALS: tuple[str, ...] = (
     "<pad>",

@@ -31,14 +31,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from physics_lm.data.igsm import rand
-from physics_lm.data.igsm.candidate import add_unused, candidates
-from physics_lm.data.igsm.chunked import by_work
-from physics_lm.data.igsm.probes import probe_labels
-from physics_lm.data.igsm.render import Rendered, Tables, render
-from physics_lm.data.igsm.steps import draw_consts, plan_solution, solution_values
-from physics_lm.data.igsm.structure import NI
-from physics_lm.data.igsm.template_hash import N_BINS, max_sketch_bytes, template_bins
+from physics_lm.data.igsm.gen import rand
+from physics_lm.data.igsm.gen.candidate import add_unused, candidates
+from physics_lm.data.igsm.gen.chunked import by_work
+from physics_lm.data.igsm.gen.plan import draw_consts, plan_solution, solution_values
+from physics_lm.data.igsm.gen.probe_arrays import probe_labels
+from physics_lm.data.igsm.gen.render import Rendered, Tables, render
+from physics_lm.data.igsm.gen.structure import NI
+from physics_lm.data.igsm.gen.template_hash import N_BINS, max_sketch_bytes, template_bins
 
 MAX_ROUNDS = 64
 CPU_CHUNK = 128

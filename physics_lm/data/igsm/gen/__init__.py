@@ -1,0 +1,1 @@
+"""The on-device iGSM generator (pure JAX): the stages of the official procedure."""
