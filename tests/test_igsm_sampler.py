@@ -19,13 +19,12 @@ import jax
 import numpy as np
 import pytest
 
-from physics_lm.data.igsm.gen.render import host_texts
-from physics_lm.data.igsm.gen.template_hash import host_bin, sketch_text
 from physics_lm.data.igsm.task import IGSMTask
 from physics_lm.data.igsm.text.judge import judge
 from physics_lm.data.igsm.text.parser import parse_problem
 from physics_lm.data.igsm.text.probe_labels import pair_labels, row_labels
-from physics_lm.data.igsm.text.vocab import get_vocab
+from physics_lm.data.igsm.text.sketch import host_bin, sketch_text
+from physics_lm.data.igsm.text.vocab import get_vocab, host_texts
 
 FAST = {"xla_backend_optimization_level": 0}
 MED = IGSMTask("med", split="all", seq_len=1024, with_probes=True)
@@ -282,7 +281,7 @@ def test_candidate_op_never_exceeds_its_budget():
 
     from physics_lm.data.igsm.gen import rand
     from physics_lm.data.igsm.gen.candidate import candidates
-    from physics_lm.data.igsm.gen.structure import draw_hyper
+    from physics_lm.data.igsm.gen.hyper import draw_hyper
 
     seeds = rand.bits(jnp.uint32(5), 72, 0, 256)
     floors = jnp.asarray(np.random.default_rng(0).integers(1, 16, 256), jnp.int32)
@@ -310,3 +309,24 @@ def test_class_choice_draws_in_proportion_to_the_weights():
     p = w / w.sum()
     freq = np.bincount(np.asarray(pick), minlength=6) / n
     assert freq[2] == 0 and np.all(np.abs(freq - p) <= 4 * np.sqrt(p * (1 - p) / n) + 1e-9)
+
+
+def test_random_streams_are_distinct_and_named():
+    """Two call sites sharing a salt would draw the same numbers: every salt is named once in
+    streams.py, and the generator passes no bare integer as a salt or key fold."""
+    import ast
+
+    from physics_lm.data.igsm import gen
+    from physics_lm.data.igsm.gen import streams
+
+    salts = streams.salts()
+    assert len(salts) >= 20 and len(set(salts.values())) == len(salts), salts
+    draws = {"uniform", "bits", "sub_seed", "fold_in"}
+    bare = []
+    for path in Path(gen.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in draws and len(node.args) >= 2
+                    and isinstance(node.args[1], ast.Constant)):
+                bare.append(f"{path.name}:{node.lineno}")
+    assert not bare, bare

@@ -38,9 +38,8 @@ def run(*args) -> int:
     import jax
     import numpy as np
 
-    from physics_lm.data.igsm.gen.render import host_texts
     from physics_lm.data.igsm.task import IGSMTask
-    from physics_lm.data.igsm.text.vocab import get_vocab
+    from physics_lm.data.igsm.text.vocab import get_vocab, host_texts
 
     if ns.n < 1:
         raise SystemExit("--n must be >= 1")

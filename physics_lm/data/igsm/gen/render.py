@@ -1,11 +1,12 @@
-"""Rendering sampled iGSM problems straight to token ids of the shared vocabulary, jittable.
+"""Stage 9: rendering a sampled iGSM problem straight to token ids of the shared vocabulary.
 
 Names, sentence order, symbols and constants are drawn here (they are independent of the graph),
 then every sentence is written as a fixed number of fragment slots (a word, a name, a number or a
 letter; unused slots are empty) and `layout.assemble` packs the row:
 ``<bos> <problem> P [Q] <solution> S <answer> A <eos> <pad>...`` (the layout of
 `Vocab.encode_example`; "qp" puts the question first). Tables come from the vocabulary at
-construction time, so the rendered ids equal `vocab.encode(text)` of the official text format.
+construction time, so the rendered ids equal `vocab.encode(text)` of the official text format
+(`text.vocab.host_texts` reads a rendered row back as text).
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from physics_lm.data.igsm.gen import rand
+from physics_lm.data.igsm.gen import rand, streams
+from physics_lm.data.igsm.gen.candidate import Template
 from physics_lm.data.igsm.gen.layout import FragmentTable, assemble
 from physics_lm.data.igsm.gen.plan import Consts, Plan, operands
 from physics_lm.data.igsm.gen.structure import NI, SLOT_I, SLOT_J, SLOT_K, SLOT_KIND
-from physics_lm.data.igsm.gen.template import Template
 from physics_lm.data.igsm.text import names
 from physics_lm.data.igsm.text.vocab import Vocab
 
@@ -70,14 +71,15 @@ class Rendered(NamedTuple):
 
 
 def _draw_names(seed, tb: Tables, d, l_D):
-    u = rand.uniform(seed, 50, 0, 10)
+    """(item name fragments [4 layers, 4 items], category name fragments [4 layers])."""
+    u = rand.uniform(seed, streams.NAMES, 0, 10)
     chain = rand.randint(u[0], 0, 3)
     start = rand.randint(u[1], 0, 4 - d)
     layer = jnp.arange(4)
     cat = chain * 4 + jnp.clip(start + layer, 0, 3)
     pool = rand.randint(u[2:6], 0, 4)
     size = jnp.asarray(tb.sizes)[cat, pool]
-    keys = rand.uniform(seed, 51, 0, 4 * POOL_W).reshape(4, POOL_W)
+    keys = rand.uniform(seed, streams.NAME_ORDER, 0, 4 * POOL_W).reshape(4, POOL_W)
     keys = jnp.where(jnp.arange(POOL_W)[None, :] < size[:, None], keys, 2.0)
     order = rand.sort_order(keys, 4)
     items = jnp.asarray(tb.pools)[cat[:, None], pool[:, None], order]
@@ -86,102 +88,111 @@ def _draw_names(seed, tb: Tables, d, l_D):
 
 def render(seed, tb: Tables, tpl: Template, cs: Consts, plan: Plan, answer, fmt: str,
            seq_len: int, n_sent: int) -> Rendered:
-    """Token row of one problem (see module docstring). n_sent: static bound on sentences."""
-    E = tb.empty
-    w = tb.w
-    num = jnp.asarray(tb.numbers)
+    """Token row of one problem (see module docstring). n_sent: static bound on sentences.
+
+    Every sentence and every solution step is a fixed list of fragment slots; `empty` fills the
+    slots a sentence does not use (they have length 0 in the packed row)."""
+    empty = tb.empty
+    word = tb.w  # template word -> token id
+    number = jnp.asarray(tb.numbers)  # value 0..22 -> token id
     items, cats = _draw_names(seed, tb, tpl.d, tpl.l_D)
-    si, sj, sk = jnp.asarray(SLOT_I), jnp.asarray(SLOT_J), jnp.asarray(SLOT_K)
+    slot_i, slot_j, slot_k = jnp.asarray(SLOT_I), jnp.asarray(SLOT_J), jnp.asarray(SLOT_K)
     kind = jnp.asarray(SLOT_KIND)
 
     def owner(slot):  # X of "X's Y"
-        return items[si[slot], sj[slot]]
+        return items[slot_i[slot], slot_j[slot]]
 
     def target(slot):  # Y of "X's Y": item (i+1, k) or category of layer k
-        return jnp.where(kind[slot] == 0, items[jnp.minimum(si[slot] + 1, 3), sk[slot]],
-                         cats[sk[slot]])
+        return jnp.where(kind[slot] == 0, items[jnp.minimum(slot_i[slot] + 1, 3), slot_k[slot]],
+                         cats[slot_k[slot]])
 
-    # sentence order: a uniform permutation of the template's instance parameters
-    sent_mask = tpl.tmpl_P[:NI]
-    keys = jnp.where(sent_mask, rand.uniform(seed, 52, 0, NI), 2.0)
-    order = rand.sort_order(keys, n_sent)
-    s_ok = jnp.arange(n_sent) < jnp.sum(sent_mask)
-    opnd, q, rng = operands(tpl.ideps_48x4)
-    o, qq, rg = opnd[order], q[order], rng[order]
-    c, mul, dif = cs.c_48[order], cs.mul_48[order], cs.diff_48[order]
-    cn = num[c]
-    Ee = jnp.full_like(order, E)
-    head = [Ee * 0 + w["The"], Ee * 0 + w["number"], Ee * 0 + w["of"], Ee * 0 + w["each"],
-            owner(order), Ee * 0 + w["'s"],
-            target(order), Ee * 0 + w["equals"]]
-    has_x = qq > 0
-    mod = [jnp.where(rg, cn, E),
-           jnp.where(rg & has_x, jnp.where(mul, w["times"], w["more"]), E),
-           jnp.where(rg & has_x, jnp.where(mul, w["as"], w["than"]), E),
-           jnp.where(rg & has_x & mul, w["much"], E),
-           jnp.where(rg & has_x & mul, w["as"], E)]
-    the = [jnp.where(qq >= 2, w["the"], E),
-           jnp.where(qq >= 2, jnp.where((qq == 2) & dif, w["difference"], w["sum"]), E),
-           jnp.where(qq >= 2, w["of"], E)]
-    ops = []
+    # Problem sentences: a uniform permutation of the template's instance parameters.
+    in_problem = tpl.tmpl_P[:NI]
+    keys = jnp.where(in_problem, rand.uniform(seed, streams.SENTENCE_ORDER, 0, NI), 2.0)
+    sent_slot = rand.sort_order(keys, n_sent)  # the instance parameter of each sentence
+    sent_real = jnp.arange(n_sent) < jnp.sum(in_problem)
+    operand_slots, n_operands, has_rng = operands(tpl.ideps_48x4)
+    sent_operands = operand_slots[sent_slot]
+    sent_n_operands, sent_has_rng = n_operands[sent_slot], has_rng[sent_slot]
+    const, times, diff = cs.c_48[sent_slot], cs.mul_48[sent_slot], cs.diff_48[sent_slot]
+    const_tok = number[const]
+
+    def same(tok):  # one token in every sentence
+        return jnp.full(n_sent, tok, jnp.int32)
+
+    # "The number of each X's Y equals"
+    head = [same(word["The"]), same(word["number"]), same(word["of"]), same(word["each"]),
+            owner(sent_slot), same(word["'s"]), target(sent_slot), same(word["equals"])]
+    # "c" / "c more than" / "c times as much as"
+    has_operand = sent_n_operands > 0
+    rng_part = [jnp.where(sent_has_rng, const_tok, empty),
+                jnp.where(sent_has_rng & has_operand,
+                          jnp.where(times, word["times"], word["more"]), empty),
+                jnp.where(sent_has_rng & has_operand,
+                          jnp.where(times, word["as"], word["than"]), empty),
+                jnp.where(sent_has_rng & has_operand & times, word["much"], empty),
+                jnp.where(sent_has_rng & has_operand & times, word["as"], empty)]
+    # "the sum of" / "the difference of" (two or more operands)
+    many = sent_n_operands >= 2
+    sum_part = [jnp.where(many, word["the"], empty),
+                jnp.where(many, jnp.where((sent_n_operands == 2) & diff, word["difference"],
+                                          word["sum"]), empty),
+                jnp.where(many, word["of"], empty)]
+    # "each X's Y" per operand, separated by "," and a final "and"
+    operand_part = []
     for m in range(4):
-        on = m < qq
-        sl = jnp.maximum(o[:, m], 0)
-        sep = jnp.where(m < qq - 1, jnp.where(m == qq - 2, w["and"], w[","]), E)
-        ops += [jnp.where(on, w["each"], E), jnp.where(on, owner(sl), E),
-                jnp.where(on, w["'s"], E), jnp.where(on, target(sl), E), jnp.where(on, sep, E)]
-    sent = jnp.stack(head + mod + the + ops + [Ee * 0 + w["."]], axis=1)
-    sent = jnp.where(s_ok[:, None], sent, E).reshape(-1)
-    qslot = tpl.topo_S[jnp.maximum(tpl.n_sol - 1, 0)]
-    ques = jnp.stack([w["How"], w["many"], target(qslot), w["does"], owner(qslot), w["have"],
-                      w["?"]])
-    # solution
-    perm = rand.sort_order(rand.uniform(seed, 53, 0, 52))
-    let = jnp.asarray(tb.letters)[perm]
-    g = jnp.arange(plan.valid.shape[0])
-    first, n = plan.first, plan.n_opnd
-    own = jnp.where(plan.final, plan.param_var, g)
-    sign = jnp.stack([w["+"], w["-"], w["*"]])[plan.sign]
-    a = jnp.where(plan.a_var >= 0, let[jnp.maximum(plan.a_var, 0)], num[plan.a_val])
-    b = jnp.where(plan.b_var >= 0, let[jnp.maximum(plan.b_var, 0)], num[plan.b_val])
-    pslot = plan.slot
+        present = m < sent_n_operands
+        slot = jnp.maximum(sent_operands[:, m], 0)
+        sep = jnp.where(m < sent_n_operands - 1,
+                        jnp.where(m == sent_n_operands - 2, word["and"], word[","]), empty)
+        operand_part += [jnp.where(present, word["each"], empty),
+                         jnp.where(present, owner(slot), empty),
+                         jnp.where(present, word["'s"], empty),
+                         jnp.where(present, target(slot), empty),
+                         jnp.where(present, sep, empty)]
+    sentences = jnp.stack(head + rng_part + sum_part + operand_part + [same(word["."])], axis=1)
+    sentences = jnp.where(sent_real[:, None], sentences, empty).reshape(-1)
+    question_slot = tpl.topo_S[jnp.maximum(tpl.n_sol - 1, 0)]
+    question = jnp.stack([word["How"], word["many"], target(question_slot), word["does"],
+                          owner(question_slot), word["have"], word["?"]])
+    # Solution: step g defines variable g, written with the g-th letter of a random permutation.
+    perm = rand.sort_order(rand.uniform(seed, streams.SYMBOLS, 0, 52))
+    letter = jnp.asarray(tb.letters)[perm]  # variable -> token id
+    step = jnp.arange(plan.valid.shape[0])
+    first, n_opnd = plan.first, plan.n_opnd
+    defined = jnp.where(plan.final, plan.param_var, step)  # the variable left of the first "="
+    sign = jnp.stack([word["+"], word["-"], word["*"]])[plan.sign]
+    a_tok = jnp.where(plan.a_var >= 0, letter[jnp.maximum(plan.a_var, 0)], number[plan.a_val])
+    b_tok = jnp.where(plan.b_var >= 0, letter[jnp.maximum(plan.b_var, 0)], number[plan.b_val])
+    param_slot = plan.slot
     steps = jnp.stack([
-        jnp.where(first, w["Define"], E), jnp.where(first, owner(pslot), E),
-        jnp.where(first, w["'s"], E), jnp.where(first, target(pslot), E),
-        jnp.where(first, w["as"], E), jnp.where(first, let[plan.param_var], E),
-        jnp.where(first, w[";"], E),
-        jnp.where(plan.final, w["so"], E), let[own], jnp.full_like(g, w["="]),
-        jnp.where(n >= 1, a, E), jnp.where(n == 2, sign, E), jnp.where(n == 2, b, E),
-        jnp.where(n == 2, w["="], E), jnp.where(n == 2, num[plan.a_val], E),
-        jnp.where(n == 2, sign, E), jnp.where(n == 2, num[plan.b_val], E),
-        jnp.where(n >= 1, w["="], E), num[plan.res], jnp.where(plan.final, w["."], w[";"]),
+        # "Define X's Y as v;" before the parameter's first step
+        jnp.where(first, word["Define"], empty), jnp.where(first, owner(param_slot), empty),
+        jnp.where(first, word["'s"], empty), jnp.where(first, target(param_slot), empty),
+        jnp.where(first, word["as"], empty), jnp.where(first, letter[plan.param_var], empty),
+        jnp.where(first, word[";"], empty),
+        # "[so] v = a + b = 6 + 2 = 8;" (operands and the middle part as the step needs them)
+        jnp.where(plan.final, word["so"], empty), letter[defined], jnp.full_like(step, word["="]),
+        jnp.where(n_opnd >= 1, a_tok, empty), jnp.where(n_opnd == 2, sign, empty),
+        jnp.where(n_opnd == 2, b_tok, empty),
+        jnp.where(n_opnd == 2, word["="], empty), jnp.where(n_opnd == 2, number[plan.a_val], empty),
+        jnp.where(n_opnd == 2, sign, empty), jnp.where(n_opnd == 2, number[plan.b_val], empty),
+        jnp.where(n_opnd >= 1, word["="], empty), number[plan.res],
+        jnp.where(plan.final, word["."], word[";"]),
     ], axis=1)
-    steps = jnp.where(plan.valid[:, None], steps, E).reshape(-1)
-    v = tb.vocab
-    pre = jnp.array([v.bos_id, v.prob_id])
-    body = [sent, ques] if fmt == "pq" else [ques, sent]
-    tail = jnp.stack([jnp.int32(v.ans_id), num[answer], jnp.int32(v.eos_id)])
-    seg = jnp.concatenate([pre, *body, jnp.array([v.sol_id]), steps, tail])
-    tokens, total, starts = assemble(seg, tb.frags, seq_len, fill=v.pad_id)
-    n_pre = 2 + sent.shape[0] + ques.shape[0]
-    sol_pos = starts[n_pre]
-    ans_pos = starts[n_pre + 1 + steps.shape[0]]
-    term = starts[n_pre + 1 + jnp.arange(plan.valid.shape[0]) * STEP_SLOTS + STEP_SLOTS - 1]
+    steps = jnp.where(plan.valid[:, None], steps, empty).reshape(-1)
+    vocab = tb.vocab
+    prefix = jnp.array([vocab.bos_id, vocab.prob_id])
+    problem = [sentences, question] if fmt == "pq" else [question, sentences]
+    suffix = jnp.stack([jnp.int32(vocab.ans_id), number[answer], jnp.int32(vocab.eos_id)])
+    fragments = jnp.concatenate([prefix, *problem, jnp.array([vocab.sol_id]), steps, suffix])
+    tokens, total, starts = assemble(fragments, tb.frags, seq_len, fill=vocab.pad_id)
+    n_before_sol = 2 + sentences.shape[0] + question.shape[0]  # fragments before <solution>
+    sol_pos = starts[n_before_sol]
+    ans_pos = starts[n_before_sol + 1 + steps.shape[0]]
+    step_end = starts[n_before_sol + 1 + step * STEP_SLOTS + STEP_SLOTS - 1]  # its "." or ";"
     S = tpl.topo_S.shape[0]
     rows = jnp.full(S, -1, jnp.int32).at[jnp.where(plan.final, plan.pos, S)].set(
-        term, mode="drop")
+        step_end, mode="drop")
     row_pos = jnp.concatenate([sol_pos[None], rows])
     return Rendered(tokens, total, sol_pos, ans_pos, row_pos, items, cats)
-
-
-def host_texts(vocab: Vocab, tokens: np.ndarray) -> tuple[str, str, str, str]:
-    """(problem, question, solution, answer) texts of one rendered row (host side)."""
-    problem, solution, answer = vocab.split_example(tokens)
-    if problem is None or solution is None or answer is None:
-        raise ValueError("row is truncated: raise seq_len")
-    if problem.startswith("How many "):
-        question = problem.split("? ", 1)[0] + "?"
-    else:
-        question = problem.rsplit(". ", 1)[-1]
-    return problem, question, solution, answer
-

@@ -1,20 +1,92 @@
-"""Unnecessary parameters of one iGSM candidate (official `design_unused`, SPEC §8), pure JAX.
+"""Stage 6: the unnecessary parameters of one selected candidate (SPEC §8), pure JAX.
 
 Every structure edge not used by the solution becomes one more problem sentence whose
 dependencies are drawn from the already-chosen parameters (or, half of the time, only from the
 earlier "independent" unused ones); abstract parameters it references join the template with
 their structural closure (`add_param`), and newly determined abstract parameters become
-available (`fill_chosen`). One candidate, no batch axis.
+available (`fill_chosen`). Before that, `fill_all` makes available the abstract parameters that
+the necessary ones already determine. One candidate, no batch axis; `add_unused` is the stage.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from physics_lm.data.igsm.gen import rand
-from physics_lm.data.igsm.gen.structure import NA, NI, NP, RNG, Record, closure
-from physics_lm.data.igsm.gen.template import _fill_chosen
+from physics_lm.data.igsm.gen import rand, streams
+from physics_lm.data.igsm.gen.candidate import Candidate, Template
+from physics_lm.data.igsm.gen.structure import (
+    ABS_CHILD_INST,
+    NA,
+    NI,
+    NP,
+    RNG,
+    Record,
+    abs_children,
+    closure,
+)
+
+
+def _fill_scan(inter, chosen, G, d, l_D, edge_ch, uppers, lower_min):
+    """The stamp-quirk scan shared by `fill_all` (loop 2) and `fill_chosen` (upper layers).
+
+    uppers: list of (static upper, bool active); lower_min: dynamic first `lower`.
+    """
+    for upper, active in uppers:
+        alive = active
+        for lower in range(upper + 2, 4):
+            for j in range(4):
+                on = alive & (lower < d) & (lower >= lower_min) & (j < l_D[upper])
+                cond = on & ~inter[upper * 16 + j * 4 + upper + 1]
+                low = jnp.array([(upper + 1) * 16 + x * 4 + lower for x in range(4)])
+                blocked = cond & jnp.any(G[upper, j] & inter[low])
+                alive = alive & ~blocked
+                tgt = upper * 16 + j * 4 + lower
+                mv = cond & ~blocked & inter[tgt]
+                inter = inter.at[tgt].set(inter[tgt] & ~mv)
+                chosen = chosen.at[NI + tgt].set(chosen[NI + tgt] | mv)
+    return inter, chosen
+
+
+def _fill_all(rec: Record, G, d, l_D):
+    """`fill_all`: abstract params fully determined by chosen edges become available."""
+    edge_ch = rec.chosen_P[:NI]
+    i, j, k = np.arange(NA) // 16, (np.arange(NA) // 4) % 4, np.arange(NA) % 4
+    kids = abs_children(G)
+    done = jnp.all(~kids | edge_ch[jnp.asarray(ABS_CHILD_INST)], axis=1)
+    mv = rec.inter_A & jnp.asarray(k == i + 1) & done & jnp.asarray(i < 3) & (jnp.asarray(j) >= 0)
+    inter = rec.inter_A & ~mv
+    chosen = rec.chosen_P.at[NI:NI + NA].set(rec.chosen_P[NI:NI + NA] | mv)
+    inter, chosen = _fill_scan(inter, chosen, G, d, l_D, edge_ch,
+                               [(u, u < d - 1) for u in range(2)], 0)
+    return rec._replace(inter_A=inter, chosen_P=chosen)
+
+
+def _fill_chosen(inter, chosen, G, d, l_D, slot):
+    """`fill_chosen(param)` after the unused instance parameter `slot` = I(i, j, k) joins."""
+    i, j = slot // 16, (slot // 4) % 4
+    ar = jnp.arange(NA)
+    edge_ch = chosen[:NI]
+    kids = jnp.any(G[:, :, :] & ((jnp.arange(3)[:, None] == i) & (jnp.arange(4)[None, :] == j))
+                   [:, :, None], axis=(0, 1))
+    all_done = jnp.all(~kids | edge_ch[i * 16 + j * 4 + jnp.arange(4)])
+
+    def move(inter, chosen, tgt, m):
+        hit = (ar == tgt) & m
+        return inter & ~hit, chosen | jnp.concatenate([jnp.zeros(NI, jnp.bool_), hit,
+                                                       jnp.zeros(1, jnp.bool_)])
+
+    inter, chosen = move(inter, chosen, i * 16 + j * 4 + i + 1, all_done)
+    alive = all_done
+    for lower in range(2, 4):
+        on = alive & (lower >= i + 2) & (lower < d)
+        low = jnp.clip((i + 1) * 16 + jnp.arange(4) * 4 + lower, 0, NA - 1)
+        blocked = on & jnp.any(kids & inter[low])
+        alive = alive & ~blocked
+        inter, chosen = move(inter, chosen, i * 16 + j * 4 + lower, on & ~blocked)
+    return _fill_scan(inter, chosen, G, d, l_D, edge_ch,
+                      [(u, all_done & (u <= i - 1)) for u in (2, 1, 0)], i + 1)
 
 
 def design_unused(seed, rec: Record, tmpl_P, ideps_48x4, G, d, l_D):
@@ -31,7 +103,7 @@ def design_unused(seed, rec: Record, tmpl_P, ideps_48x4, G, d, l_D):
 
     def body(c):
         rec, indep, tmpl, ideps, t = c
-        u_ = rand.uniform(seed, 11, t, NI + NP + 6)
+        u_ = rand.uniform(seed, streams.UNNECESSARY, t, NI + NP + 6)
         u = rand.choice(u_[:NI], rec.remain_I)
         is_indep = u_[NI + NP] < 0.5
         pool = jnp.where(is_indep, indep, rec.chosen_P)
@@ -66,3 +138,11 @@ def design_unused(seed, rec: Record, tmpl_P, ideps_48x4, G, d, l_D):
     init = (rec, jnp.zeros(NP, jnp.bool_), tmpl_P, ideps_48x4, jnp.int32(0))
     _, _, tmpl, ideps, _ = jax.lax.while_loop(cond, body, init)
     return tmpl, ideps
+
+
+def add_unused(c: Candidate) -> Template:
+    """`fill_all` + `design_unused` for one selected candidate: the full problem template."""
+    t = c.tpl
+    rec = _fill_all(c.rec, t.G_3x4x4, t.d, t.l_D)
+    tmpl, ideps = design_unused(c.seed, rec, t.tmpl_P, t.ideps_48x4, t.G_3x4x4, t.d, t.l_D)
+    return t._replace(tmpl_P=tmpl, ideps_48x4=ideps)

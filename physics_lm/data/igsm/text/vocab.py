@@ -235,6 +235,18 @@ class Vocab:
         )
 
 
+def host_texts(vocab: Vocab, tokens: Iterable[int]) -> tuple[str, str, str, str]:
+    """(problem, question, solution, answer) texts of one row rendered by the sampler."""
+    problem, solution, answer = vocab.split_example(tokens)
+    if problem is None or solution is None or answer is None:
+        raise ValueError("row is truncated: raise seq_len")
+    if problem.startswith("How many "):
+        question = problem.split("? ", 1)[0] + "?"
+    else:
+        question = problem.rsplit(". ", 1)[-1]
+    return problem, question, solution, answer
+
+
 def _name_words() -> list[str]:
     words: set[str] = set()
     for cat in names.CATEGORIES:
