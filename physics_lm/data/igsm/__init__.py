@@ -10,5 +10,5 @@ The folder follows the data's path:
                 `judge` (is a solution correct and shortest?), `probe_labels` (V-probing labels
                 from text), `sketch` (host reference of the template hash).
   __main__.py   `python -m physics_lm.data.igsm COMMAND`: `judge` and `tokenize` (JSONL of texts;
-                cli.py, no JAX) and `sample` (sample_cli.py, on device).
+                judge_cli.py, tokenize_cli.py, no JAX) and `sample` (sample_cli.py, on device).
 """
