@@ -59,9 +59,13 @@ def _check_rows(batch, rows, fmt):
         problem, question, solution, answer = _texts(batch, b)
         verdict = judge(problem, solution, answer)
         assert verdict.correct and verdict.shortest, (verdict, problem, solution)
-        assert solution.count(" = ") - solution.count("Define") + 0 >= 0
-        n_chains = sum(step.count("=") > 0 for s in solution[:-1].split(". ")
-                       for step in s.split("; ") if "=" in step)
+        # every sentence defines one parameter: "Define X as v; [temporaries;] so v = ..."; each
+        # step is "v = r", "v = a = r" or "v = a + b = 6 + 2 = r" (one, two or three " = ")
+        sentences = [s.split("; ") for s in solution[:-1].split(". ")]
+        for sent in sentences:
+            assert sent[0].startswith("Define ") and sent[-1].startswith("so "), sent
+            assert all(1 <= step.count(" = ") <= 3 for step in sent[1:]), sent
+        n_chains = sum(step.count("=") > 0 for sent in sentences for step in sent if "=" in step)
         assert n_chains == batch.labels["op"][b]
         assert solution.count("Define ") == batch.labels["n_solution_params"][b]
         assert int(answer) == batch.labels["answer"][b]
