@@ -14,7 +14,9 @@ setup(
     # configs/ is installed as physics_lm.configs, so configs import each other as modules.
     packages=[*find_packages(include=["physics_lm", "physics_lm.*"]), "physics_lm.configs"],
     package_dir={"physics_lm.configs": "configs"},
-    package_data={"physics_lm": ["data/cfg/*.json", "data/igsm/*.json", "data/igsm/*.md"]},
+    package_data={
+        "physics_lm": ["data/cfg/*.json", "data/igsm/text/*.json", "data/igsm/text/*.md"]
+    },
     install_requires=[
         "jax>=0.10,<0.12",
         "jaxlib>=0.10,<0.12",

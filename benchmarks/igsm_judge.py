@@ -16,8 +16,8 @@ import random
 import time
 from pathlib import Path
 
-from physics_lm.data.igsm.judge import judge_problem
-from physics_lm.data.igsm.parser import parse_problem
+from physics_lm.data.igsm.text.judge import judge_problem
+from physics_lm.data.igsm.text.parser import parse_problem
 
 _REPO = Path(__file__).resolve().parents[1]
 PEER = {"med": 13_700, "hard": 9_500, "mixed": 11_100}

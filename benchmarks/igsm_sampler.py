@@ -35,10 +35,10 @@ import jax
 import numpy as np
 
 from physics_lm.config import from_config_dict
-from physics_lm.data.igsm.render import Tables
-from physics_lm.data.igsm.sampler import PRESETS, SamplerConfig, sample_arrays
+from physics_lm.data.igsm.gen.render import Tables
+from physics_lm.data.igsm.gen.sampler import PRESETS, SamplerConfig, sample_arrays
 from physics_lm.data.igsm.task import IGSMTask
-from physics_lm.data.igsm.vocab import get_vocab
+from physics_lm.data.igsm.text.vocab import get_vocab
 from physics_lm.train.setup import build_experiment, fresh_state
 from physics_lm.train.trainer import jit_steps
 

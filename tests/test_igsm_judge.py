@@ -6,8 +6,8 @@ import string
 
 import pytest
 
-from physics_lm.data.igsm.judge import judge, judge_batch, judge_problem
-from physics_lm.data.igsm.parser import RNG, parse_problem
+from physics_lm.data.igsm.text.judge import judge, judge_batch, judge_problem
+from physics_lm.data.igsm.text.parser import RNG, parse_problem
 
 CORPORA = ("med_pq_public", "hard_pq_public", "med_retry_public", "med_retry_weak_public")
 
@@ -381,8 +381,8 @@ def test_too_few_ops_is_false_where_the_official_judge_raises():
     assert not v.correct and v.error_kind == "too_few_ops"
 
 
-def test_cli_judge_and_tokenize(tmp_path, pq):
-    from physics_lm.data.igsm.cli import main
+def test_cli_judge_and_tokenize(tmp_path, pq, capsys):
+    from physics_lm.data.igsm.__main__ import main
 
     src = tmp_path / "in.jsonl"
     rows = [
@@ -404,6 +404,25 @@ def test_cli_judge_and_tokenize(tmp_path, pq):
     got = [json.loads(line) for line in tok.read_text().splitlines()]
     assert got[0]["problem_decoded"] == rows[0]["problem"] and got[0]["problem_ids"]
     assert got[2]["solution_decoded"] == rows[2]["solution"]
-    with pytest.raises(SystemExit, match="line 1"):
-        src.write_text(json.dumps({"problem": "The Blorp", "solution": "x"}) + "\n")
-        main(["tokenize", "--in", str(src), "--out", str(tok)])
+    src.write_text(json.dumps({"problem": "The Blorp", "solution": "x"}) + "\n")
+    capsys.readouterr()
+    assert main(["tokenize", "--in", str(src), "--out", str(tok)]) == 2
+    err = capsys.readouterr().err
+    assert "tokenize: error: line 1, problem:" in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("family", ["cfg", "igsm"])
+def test_every_data_family_dispatches_commands_the_same_way(family, capsys):
+    """`python -m physics_lm.data.<family> COMMAND`: --help lists the commands; an unknown
+    command is one line naming it and the known ones, exit status 2."""
+    import importlib
+
+    cli = importlib.import_module(f"physics_lm.data.{family}.__main__")
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"\n  {name} " in out for name in cli.COMMANDS), out
+    assert cli.main(["nope", "--in", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'nope'" in err, err
+    assert all(name in err for name in cli.COMMANDS), err
+    assert cli.main([]) == 2

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from physics_lm.data.igsm.parser import RNG, ProblemParseError, parse_problem
+from physics_lm.data.igsm.text.parser import RNG, ProblemParseError, parse_problem
 
 CORPORA = ("med_pq_public", "hard_pq_public", "med_retry_public", "med_retry_weak_public")
 

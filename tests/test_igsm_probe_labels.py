@@ -4,13 +4,13 @@ import json
 
 import numpy as np
 
-from physics_lm.data.igsm.parser import RNG, parse_problem
-from physics_lm.data.igsm.probe_labels import (
+from physics_lm.data.igsm.text.parser import RNG, parse_problem
+from physics_lm.data.igsm.text.probe_labels import (
     pair_labels,
     row_labels,
     sentence_end_positions,
 )
-from physics_lm.data.igsm.vocab import get_vocab
+from physics_lm.data.igsm.text.vocab import get_vocab
 
 
 def _records(reference_dir, corpus):

@@ -19,13 +19,12 @@ import jax
 import numpy as np
 import pytest
 
-from physics_lm.data.igsm.judge import judge
-from physics_lm.data.igsm.parser import parse_problem
-from physics_lm.data.igsm.probe_labels import pair_labels, row_labels
-from physics_lm.data.igsm.render import host_texts
 from physics_lm.data.igsm.task import IGSMTask
-from physics_lm.data.igsm.template_hash import host_bin, sketch_text
-from physics_lm.data.igsm.vocab import get_vocab
+from physics_lm.data.igsm.text.judge import judge
+from physics_lm.data.igsm.text.parser import parse_problem
+from physics_lm.data.igsm.text.probe_labels import pair_labels, row_labels
+from physics_lm.data.igsm.text.sketch import host_bin, sketch_text
+from physics_lm.data.igsm.text.vocab import get_vocab, host_texts
 
 FAST = {"xla_backend_optimization_level": 0}
 MED = IGSMTask("med", split="all", seq_len=1024, with_probes=True)
@@ -60,9 +59,13 @@ def _check_rows(batch, rows, fmt):
         problem, question, solution, answer = _texts(batch, b)
         verdict = judge(problem, solution, answer)
         assert verdict.correct and verdict.shortest, (verdict, problem, solution)
-        assert solution.count(" = ") - solution.count("Define") + 0 >= 0
-        n_chains = sum(step.count("=") > 0 for s in solution[:-1].split(". ")
-                       for step in s.split("; ") if "=" in step)
+        # every sentence defines one parameter: "Define X as v; [temporaries;] so v = ..."; each
+        # step is "v = r", "v = a = r" or "v = a + b = 6 + 2 = r" (one, two or three " = ")
+        sentences = [s.split("; ") for s in solution[:-1].split(". ")]
+        for sent in sentences:
+            assert sent[0].startswith("Define ") and sent[-1].startswith("so "), sent
+            assert all(1 <= step.count(" = ") <= 3 for step in sent[1:]), sent
+        n_chains = sum(step.count("=") > 0 for sent in sentences for step in sent if "=" in step)
         assert n_chains == batch.labels["op"][b]
         assert solution.count("Define ") == batch.labels["n_solution_params"][b]
         assert int(answer) == batch.labels["answer"][b]
@@ -104,7 +107,7 @@ def test_batched_sha256_matches_hashlib_across_block_boundaries():
 
     import jax.numpy as jnp
 
-    from physics_lm.data.igsm.template_hash import sha256_mod
+    from physics_lm.data.igsm.gen.template_hash import sha256_mod
 
     rng = np.random.default_rng(1)
     lens = np.concatenate([np.arange(131), rng.integers(131, 301, 30)])
@@ -243,7 +246,7 @@ def test_describe_is_json():
 def test_sort_free_order_and_ranks_equal_stable_argsort():
     import jax.numpy as jnp
 
-    from physics_lm.data.igsm import rand
+    from physics_lm.data.igsm.gen import rand
 
     rng = np.random.default_rng(0)
     for shape in [(7, 52), (3, 4, 20), (48,)]:
@@ -280,9 +283,9 @@ def test_candidate_op_never_exceeds_its_budget():
     a candidate's op never exceeds its op budget s (and s respects the floor)."""
     import jax.numpy as jnp
 
-    from physics_lm.data.igsm import rand
-    from physics_lm.data.igsm.candidate import candidates
-    from physics_lm.data.igsm.structure import draw_hyper
+    from physics_lm.data.igsm.gen import rand
+    from physics_lm.data.igsm.gen.candidate import candidates
+    from physics_lm.data.igsm.gen.hyper import draw_hyper
 
     seeds = rand.bits(jnp.uint32(5), 72, 0, 256)
     floors = jnp.asarray(np.random.default_rng(0).integers(1, 16, 256), jnp.int32)
@@ -297,7 +300,7 @@ def test_candidate_op_never_exceeds_its_budget():
 def test_class_choice_draws_in_proportion_to_the_weights():
     import jax.numpy as jnp
 
-    from physics_lm.data.igsm import rand
+    from physics_lm.data.igsm.gen import rand
 
     mask = jnp.array([True, True, False, True, True, True])
     cls = jnp.array([0, 2, 2, 1, 1, 0])
@@ -310,3 +313,24 @@ def test_class_choice_draws_in_proportion_to_the_weights():
     p = w / w.sum()
     freq = np.bincount(np.asarray(pick), minlength=6) / n
     assert freq[2] == 0 and np.all(np.abs(freq - p) <= 4 * np.sqrt(p * (1 - p) / n) + 1e-9)
+
+
+def test_random_streams_are_distinct_and_named():
+    """Two call sites sharing a salt would draw the same numbers: every salt is named once in
+    streams.py, and the generator passes no bare integer as a salt or key fold."""
+    import ast
+
+    from physics_lm.data.igsm import gen
+    from physics_lm.data.igsm.gen import streams
+
+    salts = streams.salts()
+    assert len(salts) >= 20 and len(set(salts.values())) == len(salts), salts
+    draws = {"uniform", "bits", "sub_seed", "fold_in"}
+    bare = []
+    for path in Path(gen.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in draws and len(node.args) >= 2
+                    and isinstance(node.args[1], ast.Constant)):
+                bare.append(f"{path.name}:{node.lineno}")
+    assert not bare, bare

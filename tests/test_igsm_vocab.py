@@ -5,8 +5,8 @@ from collections import Counter
 
 import pytest
 
-from physics_lm.data.igsm import names
-from physics_lm.data.igsm.vocab import get_vocab
+from physics_lm.data.igsm.text import names
+from physics_lm.data.igsm.text.vocab import get_vocab
 
 CORPORA = ("med_pq_public", "hard_pq_public", "med_retry_public", "med_retry_weak_public")
 

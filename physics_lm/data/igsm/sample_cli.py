@@ -1,4 +1,4 @@
-"""``python -m physics_lm.data.igsm sample``: write on-device-sampled iGSM problems as JSONL.
+"""Sample iGSM problems on device (JAX) and write them as JSONL.
 
     python -m physics_lm.data.igsm sample --preset med --n 1000 --seed 0 [--op 20] [--format qp]
         [--split train|test|all] --out problems.jsonl
@@ -19,9 +19,7 @@ import time
 FIELDS = ("n_solution_params", "question_kind", "template_bin", "depth", "n_sentences")
 
 
-def add_arguments(*args) -> None:
-    """Adds the options to a parser; accepts ``(parser)`` or the registry's ``(name, parser)``."""
-    parser: argparse.ArgumentParser = args[-1]
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=("med", "hard"), default="med")
     parser.add_argument("--n", type=int, required=True, help="number of problems")
     parser.add_argument("--seed", type=int, default=0)
@@ -32,18 +30,15 @@ def add_arguments(*args) -> None:
     parser.add_argument("--out", required=True, help="output JSONL ('-' = stdout)")
 
 
-def run(*args) -> int:
-    """Runs the command; accepts ``(args)`` or the registry's ``(name, args)``."""
-    ns: argparse.Namespace = args[-1]
+def run(ns: argparse.Namespace) -> int:
     import jax
     import numpy as np
 
-    from physics_lm.data.igsm.render import host_texts
     from physics_lm.data.igsm.task import IGSMTask
-    from physics_lm.data.igsm.vocab import get_vocab
+    from physics_lm.data.igsm.text.vocab import get_vocab, host_texts
 
     if ns.n < 1:
-        raise SystemExit("--n must be >= 1")
+        raise ValueError(f"--n={ns.n} must be >= 1")
     probe = IGSMTask(ns.preset, op=ns.op, fmt=ns.fmt, split=ns.split, seq_len=4096)
     task = IGSMTask(ns.preset, op=ns.op, fmt=ns.fmt, split=ns.split,
                     seq_len=max(2048, probe.min_seq_len + 512))
@@ -76,13 +71,3 @@ def run(*args) -> int:
             out.close()
     print(f"wrote {written} {task.name} problems in {time.time() - t0:.1f}s", file=sys.stderr)
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m physics_lm.data.igsm sample")
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

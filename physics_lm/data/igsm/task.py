@@ -15,10 +15,10 @@ import jax
 import jax.numpy as jnp
 
 from physics_lm.data.batch import Batch
-from physics_lm.data.igsm.render import Tables
-from physics_lm.data.igsm.sampler import PRESETS, SamplerConfig, sample_arrays
-from physics_lm.data.igsm.template_hash import N_BINS
-from physics_lm.data.igsm.vocab import get_vocab
+from physics_lm.data.igsm.gen.render import Tables
+from physics_lm.data.igsm.gen.sampler import PRESETS, SamplerConfig, sample_arrays
+from physics_lm.data.igsm.gen.template_hash import N_BINS
+from physics_lm.data.igsm.text.vocab import get_vocab
 
 # Largest fixed op we accept per max_edge: the official generator reaches op 23 (med) and 32
 # (hard) with the presets' max_edge (SPEC §21); beyond max_edge + 12 candidates become too rare.

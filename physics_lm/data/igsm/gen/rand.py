@@ -5,7 +5,8 @@ choices inside data-dependent loops. With `jax.random` every call site adds a th
 which made XLA:CPU compile for minutes and run slowly. Here each candidate gets ONE uint32 seed
 from `jax.random.bits(key)`; every other draw is `hash(seed, salt, step, index)` (the "lowbias32"
 integer finaliser), which is cheap to compile and run, deterministic on any device count, and of
-ample statistical quality for sampling (not for cryptography).
+ample statistical quality for sampling (not for cryptography). The salts are named in
+`streams.py`.
 """
 
 from __future__ import annotations

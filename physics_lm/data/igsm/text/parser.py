@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from physics_lm.data.igsm import names
+from physics_lm.data.igsm.text import names
 
 MOD = 23
 RNG: tuple[int, int, int, int] = (-1, 0, 0, 0)

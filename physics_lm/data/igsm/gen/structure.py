@@ -1,9 +1,10 @@
-"""Structure graph and necessary-parameter choice of one iGSM candidate, in pure JAX (SPEC §2-§4).
+"""Stage 2: structure graph and necessary-parameter choice of one iGSM candidate (SPEC §3-§4).
 
 Everything here works on ONE candidate (no batch axis) with static shapes; the sampler vmaps it.
-The procedure follows the official generator step by step (`IdGen_PT.gen_param_light`,
-`Graph.init`, `Graph.choose_param`, `Graph.try_inter`), including its quirks (the stale
-"remembered" candidate of `choose_param`), because the problem class is defined by that code.
+The procedure follows the official generator step by step (`Graph.init`, `Graph.choose_param`,
+`Graph.try_inter`), including its quirks (the stale "remembered" candidate of `choose_param`),
+because the problem class is defined by that code. Also the geometry of the parameter slots that
+later stages share (which slots exist, structural dependencies of abstract parameters).
 
 Parameter slots (the fixed 97-long parameter axis, letters of the shape legend: P=97):
   * instance I(i, j, k) ("how many item (i+1, k) in each item (i, j)"): slot i*16 + j*4 + k (0-47);
@@ -20,7 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from physics_lm.data.igsm import rand
+from physics_lm.data.igsm.gen import rand, streams
+from physics_lm.data.igsm.gen.hyper import Hyper
 
 D = 4  # max depth
 W = 4  # max width
@@ -55,19 +57,6 @@ ABS_CHILD_ABS = np.array(
 )
 
 
-class Hyper(NamedTuple):
-    """Graph hyper-parameters of one outer attempt (SPEC §2.2.1, 'light' style)."""
-
-    s: jax.Array  # op budget
-    n: jax.Array  # abstract budget
-    m: jax.Array  # minimum total op
-    d: jax.Array  # depth
-    w0: jax.Array
-    w1: jax.Array
-    p: jax.Array  # probability of growing a layer
-    e: jax.Array  # number of structure edges (clamped as Graph.__init__ does)
-
-
 class Record(NamedTuple):
     """The official `record`: unused edges (remain_I), unused abstract params (inter_A), chosen
     params (chosen_P) and the order they were chosen in (rank_P; ties broken by slot)."""
@@ -90,38 +79,13 @@ class Structure(NamedTuple):
     ok: jax.Array  # False if choose_param hit its iteration cap (never observed)
 
 
-def draw_hyper(seed: jax.Array, max_op: int, max_edge: int, op: int | None,
-               s_min: jax.Array | int = 1) -> Hyper:
-    """Draws (s, n, m, d, w0, w1, p, e) exactly as `gen_param_light` does.
-
-    `s_min` > 1 draws from the same law conditioned on s >= s_min (the min of two uniform
-    integers on [s_min, max_op]); the sampler uses it for rows that need a high op (op <= s)."""
-    u = rand.uniform(seed, 1, 0, 12)
-    if op is None:
-        s = jnp.minimum(rand.randint(u[0], s_min, max_op), rand.randint(u[1], s_min, max_op))
-    else:
-        s = jnp.asarray(op, jnp.int32)
-    n = jnp.maximum(rand.randint(u[2], 1, s), rand.randint(u[3], 1, s))
-    m = rand.randint(u[4], n, s)
-    rd = (s - 1) / (max_edge - 1)
-    probs = jax.nn.softmax(-((rd - jnp.array([0.2, 0.5, 0.8])) ** 2))
-    cdf = jnp.cumsum(probs)
-    dwt = 2 + jnp.sum(u[5:8, None] >= cdf[None, :2], axis=1).astype(jnp.int32)
-    d, w0, w1 = dwt[0], jnp.minimum(dwt[1], dwt[2]), jnp.maximum(dwt[1], dwt[2])
-    p = u[8]
-    min_e = (d - 1) * w0
-    e = jnp.minimum(rand.randint(u[9], min_e, max_edge), rand.randint(u[10], min_e, max_edge))
-    e = jnp.clip(e, (d - 1) * w0, (d - 1) * w1 * w1)
-    return Hyper(s, n, m, d, w0, w1, p, e)
-
-
 def _widths(seed: jax.Array, h: Hyper) -> jax.Array:
     """Layer widths (`Graph.init` loop with the `valid` property)."""
     layer = jnp.arange(D)
 
     def body(t, carry):
         l_D, done = carry
-        u = rand.uniform(seed, 2, t, D + 1)
+        u = rand.uniform(seed, streams.WIDTHS, t, D + 1)
         inner = layer < h.d - 1
         max_v = jnp.sum(jnp.where(inner, l_D * jnp.roll(l_D, -1), 0))
         min_v = jnp.sum(jnp.where(inner, jnp.roll(l_D, -1), 0))
@@ -142,7 +106,7 @@ def _widths(seed: jax.Array, h: Hyper) -> jax.Array:
 
 def _edges(seed: jax.Array, h: Hyper, l_D: jax.Array) -> jax.Array:
     """One random parent per lower item, then the remaining edges uniformly (no replacement)."""
-    u = rand.uniform(seed, 3, 0, 2 * NI)
+    u = rand.uniform(seed, streams.EDGES, 0, 2 * NI)
     i = jnp.arange(D - 1)[:, None, None]
     j = jnp.arange(W)[None, :, None]
     k = jnp.arange(W)[None, None, :]
@@ -216,7 +180,7 @@ def _try_inter(u, rec: Record, G, cost_A):
 
 def _pick_fix(seed, rec: Record, n_take) -> Record:
     """Adds `n_take` uniformly chosen unused edges (random order) to `chosen`."""
-    v = jnp.where(rec.remain_I, rand.uniform(seed, 4, 0, NI), 2.0)
+    v = jnp.where(rec.remain_I, rand.uniform(seed, streams.FIX_EDGES, 0, NI), 2.0)
     rank = rand.ranks(v)
     take = rec.remain_I & (rank < n_take)
     new = jnp.concatenate([take, jnp.zeros(NA + 1, jnp.bool_)])
@@ -260,7 +224,7 @@ def _choose_param(seed, h: Hyper, l_D, G):
         finished = (diff == 1) & (n <= 0)
         try_set = rec.inter_A & (diff_A == diff)
         empty = ~jnp.any(try_set)
-        u = rand.choice(rand.uniform(seed, 5, t, NA), try_set)
+        u = rand.choice(rand.uniform(seed, streams.CHOOSE_PARAM, t, NA), try_set)
         count, tmp = _try_inter(u, rec, G, cost_A)
         early = ~empty & (diff == lowest) & (count > n)
         fits = ~empty & ~early & (count <= n)
@@ -298,3 +262,19 @@ def build_structure(seed: jax.Array, h: Hyper) -> Structure:
     G = _edges(seed, h, l_D)
     rec, n_op_min, ok = _choose_param(seed, h, l_D, G)
     return Structure(h.d, l_D, G, rec, n_op_min, ok)
+
+
+def struct_preds(G_3x4x4: jax.Array) -> jax.Array:
+    """int32[48, 8]: structural dependencies (slots, -1 = none) of every abstract slot."""
+    kids = abs_children(G_3x4x4)
+    inst = jnp.where(kids, jnp.asarray(ABS_CHILD_INST), -1)
+    low = jnp.where(kids & (jnp.asarray(ABS_CHILD_ABS) >= 0), jnp.asarray(ABS_CHILD_ABS), -1)
+    return jnp.concatenate([inst, low], axis=1)
+
+
+def struct_matrix(G_3x4x4: jax.Array) -> jax.Array:
+    """bool[97, 97]: S[v, u] = abstract u depends structurally on v."""
+    preds = struct_preds(G_3x4x4)
+    hit = jnp.any(preds[:, :, None] == jnp.arange(NP)[None, None, :], axis=1)  # [48 u, 97 v]
+    return jnp.concatenate([jnp.zeros((NP, NI), jnp.bool_), hit.T, jnp.zeros((NP, 1), jnp.bool_)],
+                           axis=1)

@@ -1,4 +1,4 @@
-"""The solution's step plan and values of one iGSM problem (SPEC §10, §12), pure JAX.
+"""Stage 7: the solution's step plan and values of one iGSM problem (SPEC §10, §12), pure JAX.
 
 A solution parameter is written as 1-7 `=`-chains ("steps"): temporaries, then `so s = ...`.
 Which steps a parameter gets depends only on its "shape" (instance/abstract, operand count, RNG),
@@ -17,9 +17,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from physics_lm.data.igsm import rand
-from physics_lm.data.igsm.structure import NI, NP, RNG, SLOT_I, SLOT_K, SLOT_KIND
-from physics_lm.data.igsm.template import Template, struct_preds
+from physics_lm.data.igsm.gen import rand, streams
+from physics_lm.data.igsm.gen.candidate import Template
+from physics_lm.data.igsm.gen.structure import (
+    NI,
+    NP,
+    RNG,
+    SLOT_I,
+    SLOT_K,
+    SLOT_KIND,
+    struct_preds,
+)
 
 # Operand source codes of the shape table.
 NONE, CONST, CRES, ZRES = 16, 15, 17, 18  # none / the constant c / "so s = c" / "so s = 0"
@@ -91,7 +99,9 @@ class Plan(NamedTuple):
 
 
 def draw_consts(seed: jax.Array) -> Consts:
-    u = rand.uniform(seed, 30, 0, 4 * NI).reshape(4, NI)
+    """The sentence constants of every instance slot, from the candidate's seed. Drawn again,
+    identically, wherever they are needed (template bins of candidates, rendering)."""
+    u = rand.uniform(seed, streams.CONSTS, 0, 4 * NI).reshape(4, NI)
     mul = u[1] >= 0.5
     c = jnp.where(mul, rand.randint(u[0], 1, 22), rand.randint(u[0], 0, 22))
     return Consts(c, mul, u[2] >= 0.5)
@@ -193,5 +203,3 @@ def solution_values(plan: Plan) -> jax.Array:
     """int32[97]: each solution parameter's value (its final step's result), 0 elsewhere."""
     at = jnp.where(plan.final, plan.slot, NP)
     return jnp.zeros(NP, jnp.int32).at[at].set(plan.res, mode="drop")
-
-

@@ -1,6 +1,7 @@
-"""V-probing labels of a sampled problem on device (SPEC §15), in the official `all_param` order.
+"""Stage 10: the V-probing label arrays of a sampled problem, on device (SPEC §15).
 
-Same semantics as the host-side `probe_labels.row_labels` / `pair_labels` (pinned by a test):
+Columns in the official `all_param` order. Same semantics as the host-side
+`text/probe_labels.py` `row_labels` / `pair_labels` (pinned by a test):
 rows r = 0..S (row 0 before the solution, row r after the r-th solution sentence), columns the
 <= 72 parameters of `all_param` (instance pairs in (i, j, k) order, then abstract ones), padded.
 """
@@ -10,14 +11,21 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from physics_lm.data.igsm.structure import NI, NP, RNG, abs_valid, inst_possible
-from physics_lm.data.igsm.template import Template, struct_matrix
+from physics_lm.data.igsm.gen.candidate import Template
+from physics_lm.data.igsm.gen.structure import (
+    NI,
+    NP,
+    RNG,
+    abs_valid,
+    inst_possible,
+    struct_matrix,
+)
 
 N_ALL = 72
 MOD = 23
 
 
-def probe_labels(tpl: Template, val_97: jax.Array) -> dict[str, jax.Array]:
+def probe_arrays(tpl: Template, val_97: jax.Array) -> dict[str, jax.Array]:
     """Per-problem arrays: exists/nece [72], known/value/can_next/nece_next [S+1, 72], dep and
     neighbor [72, 72] (row depends on column), n_params."""
     possible = jnp.concatenate([inst_possible(tpl.d, tpl.l_D), abs_valid(tpl.d, tpl.l_D),

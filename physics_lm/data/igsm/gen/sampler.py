@@ -1,8 +1,10 @@
-"""The on-device iGSM problem sampler: `sample(key, batch_size, cfg)`, pure and jittable.
+"""The driver of the on-device iGSM sampler: `sample_arrays(key, batch_size, cfg, tables)`.
 
-How the official rejection loops are expressed with static shapes (SPEC §2):
-  * the target op of every output row is drawn first (light: min of two uniform draws, so
-    P(op = k) = (2(M-k)+1)/M^2; or fixed);
+Pure and jittable. It selects candidates for the rows, then runs the per-row stages (unnecessary
+parameters, plan, render, probe arrays) and the template hash; the package docstring lists the
+stages in order. How the official rejection loops are expressed with static shapes (SPEC §2):
+  * the target op of every output row is drawn first (`hyper.target_ops`: light, the min of two
+    uniform draws, so P(op = k) = (2(M-k)+1)/M^2; or fixed);
   * candidates (complete outer attempts, `candidate.py`) are drawn in rounds of C = B/8 lanes
     (64..256, `SamplerConfig.pool_size`); a candidate is acceptable if its sort succeeded and
     (when a split is asked) its template bin is allowed;
@@ -31,14 +33,16 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from physics_lm.data.igsm import rand
-from physics_lm.data.igsm.candidate import add_unused, candidates
-from physics_lm.data.igsm.chunked import by_work
-from physics_lm.data.igsm.probes import probe_labels
-from physics_lm.data.igsm.render import Rendered, Tables, render
-from physics_lm.data.igsm.steps import draw_consts, plan_solution, solution_values
-from physics_lm.data.igsm.structure import NI
-from physics_lm.data.igsm.template_hash import N_BINS, max_sketch_bytes, template_bins
+from physics_lm.data.igsm.gen import rand, streams
+from physics_lm.data.igsm.gen.candidate import candidates
+from physics_lm.data.igsm.gen.chunked import by_work
+from physics_lm.data.igsm.gen.hyper import target_ops
+from physics_lm.data.igsm.gen.plan import draw_consts, plan_solution, solution_values
+from physics_lm.data.igsm.gen.probe_arrays import probe_arrays
+from physics_lm.data.igsm.gen.render import Rendered, Tables, render
+from physics_lm.data.igsm.gen.structure import NI
+from physics_lm.data.igsm.gen.template_hash import N_BINS, max_sketch_bytes, template_bins
+from physics_lm.data.igsm.gen.unnecessary import add_unused
 
 MAX_ROUNDS = 64
 CPU_CHUNK = 128
@@ -93,13 +97,6 @@ class SamplerConfig:
         return batch_size
 
 
-def _targets(seed: jax.Array, batch_size: int, cfg: SamplerConfig) -> jax.Array:
-    if cfg.op is not None:
-        return jnp.full(batch_size, cfg.op, jnp.int32)
-    u = rand.uniform(seed, 70, 0, 2 * batch_size).reshape(2, batch_size)
-    return jnp.minimum(rand.randint(u[0], 1, cfg.max_op), rand.randint(u[1], 1, cfg.max_op))
-
-
 def _bins_of(tpl, seeds, cfg: SamplerConfig) -> jax.Array:
     """Template bin of every candidate. The signs of the solution steps (sum or difference,
     "more than" or "times") are part of the sketch, so the sentence constants are drawn from the
@@ -127,14 +124,14 @@ def _ranks_by_class(cls: jax.Array, n_cls: int) -> jax.Array:
 
 def _select_candidates(key: jax.Array, batch_size: int, cfg: SamplerConfig):
     seed = rand.seed_of(key)
-    tgt = _targets(seed, batch_size, cfg)
+    tgt = target_ops(seed, batch_size, cfg.max_op, cfg.op)
     C = cfg.pool_size(batch_size)
     K = cfg.n_steps + 2  # op buckets; K-1 = "not acceptable"
     rows = jnp.arange(batch_size)
     lanes = jnp.arange(C)
 
     def draw(r, s_min):
-        seeds = rand.bits(rand.sub_seed(seed, 71, r), 72, 0, C)
+        seeds = rand.bits(rand.sub_seed(seed, streams.ROUND, r), streams.CANDIDATE, 0, C)
         cand, tries, exhausted = candidates(seeds, cfg.max_op, cfg.max_edge, cfg.op, cfg.smax,
                                             s_min)
         op = cand.tpl.op
@@ -193,7 +190,8 @@ def sample_arrays(key: jax.Array, batch_size: int, cfg: SamplerConfig,
                   tables: Tables) -> dict[str, Any]:
     """Everything about a batch: tokens [B, T], lengths, positions and labels (dict of arrays)."""
     cand, filled, stats = _select_candidates(key, batch_size, cfg)
-    seeds = rand.bits(rand.seed_of(jax.random.fold_in(key, 1)), 73, 0, batch_size)
+    seeds = rand.bits(rand.seed_of(jax.random.fold_in(key, streams.KEY_RENDER)), streams.ROW, 0,
+                      batch_size)
 
     def one(seed, c):
         t = add_unused(c)
@@ -215,7 +213,7 @@ def sample_arrays(key: jax.Array, batch_size: int, cfg: SamplerConfig,
             "template": t,
         }
         if cfg.with_probes:
-            out.update(probe_labels(t, val))
+            out.update(probe_arrays(t, val))
         return out
 
     # rows grouped by their number of unnecessary parameters (the `design_unused` loop)

@@ -30,7 +30,7 @@ import string
 from collections.abc import Iterable, Sequence
 from functools import cache
 
-from physics_lm.data.igsm import names
+from physics_lm.data.igsm.text import names
 
 SPECIALS: tuple[str, ...] = (
     "<pad>",
@@ -233,6 +233,18 @@ class Vocab:
             self.decode(parts[m]) if m in seen else None
             for m in (self.prob_id, self.sol_id, self.ans_id)
         )
+
+
+def host_texts(vocab: Vocab, tokens: Iterable[int]) -> tuple[str, str, str, str]:
+    """(problem, question, solution, answer) texts of one row rendered by the sampler."""
+    problem, solution, answer = vocab.split_example(tokens)
+    if problem is None or solution is None or answer is None:
+        raise ValueError("row is truncated: raise seq_len")
+    if problem.startswith("How many "):
+        question = problem.split("? ", 1)[0] + "?"
+    else:
+        question = problem.rsplit(". ", 1)[-1]
+    return problem, question, solution, answer
 
 
 def _name_words() -> list[str]:

@@ -1,29 +1,24 @@
-"""Bit-exact train/test split of iGSM by solution template (SPEC §14), jittable.
+"""Stage 8: the template bin of a planned solution, for the train/test split (SPEC §14), jittable.
 
 The official generator hashes a "sketch" of the solution text (parameter names replaced by
 "Inst"/"Inter", numbers by "0", ";" by ".", symbols renamed a, b, c, ... by first appearance) with
 SHA-256 and keeps problems whose hash mod 23 is in the allowed bins (train: 0-15, test: 16-22).
 The sketch is a function of the step plan only, so it is assembled here as bytes straight from
-`steps.Plan` and hashed with a JAX SHA-256 (uint32 arithmetic), giving the official bins without
-rendering any text. `sketch_text` is the host-side reference used by the tests.
+`plan.Plan` and hashed with a JAX SHA-256 (uint32 arithmetic), giving the official bins without
+rendering any text. `text/sketch.py` is the host-side reference used by the tests.
 """
 
 from __future__ import annotations
-
-import hashlib
-import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from physics_lm.data.igsm.layout import FragmentTable, assemble
-from physics_lm.data.igsm.names import CATEGORIES
-from physics_lm.data.igsm.steps import Plan
-from physics_lm.data.igsm.structure import NI
+from physics_lm.data.igsm.gen.layout import FragmentTable, assemble
+from physics_lm.data.igsm.gen.plan import Plan
+from physics_lm.data.igsm.gen.structure import NI
+from physics_lm.data.igsm.text.sketch import LETTERS, N_BINS
 
-N_BINS = 23
-LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _FRAGS = [" ", ". ", "Define Inst as ", "Define Inter as ", "so ", "0", " = ", " + ", " - ",
           " * ", " = 0 + 0", " = 0 - 0", " = 0 * 0", " = 0", ".", "", *LETTERS]
 (_SP, _SEP, _DI, _DA, _SO, _ZERO, _EQ, _PL, _MI, _TI, _CPL, _CMI, _CTI, _EQ0, _DOT,
@@ -152,44 +147,3 @@ def template_bins(plans: Plan, max_bytes: int) -> jax.Array:
 def max_sketch_bytes(n_steps: int) -> int:
     """Static bound on the sketch length for `n_steps` steps."""
     return 2 + n_steps * 46
-
-
-def sketch_text(solution: str, names: list[str] | None = None,
-                inter_names: list[str] | None = None) -> str:
-    """Host reference of the official `to_sketch(...)['sol']` of a solution text.
-
-    With `names` / `inter_names` (instance / abstract parameter names in `all_param` order) the
-    names are replaced by plain string replacement as the official code does, quirks included:
-    a name that is a substring of another one ("Frog's Caudal Vertebrae 1" inside "Poison Dart
-    Frog's Caudal Vertebrae 12") garbles the sketch, which changes the bin of ~1 % of problems.
-    Without them, each "Define <name> as" is replaced as a whole (Inter when the name ends with a
-    category), which is the quirk-free sketch the JAX hash computes.
-    """
-    sol = " " + solution if not solution.startswith(" ") else solution
-    if names is None:
-        cats = set(CATEGORIES)
-        sol = re.sub(r"Define (.+?) as ", lambda m: "Define Inter as " if m.group(1).rsplit(
-            "'s ", 1)[-1] in cats else "Define Inst as ", sol)
-    else:
-        for n in names:
-            sol = sol.replace(n, "Inst")
-        for n in inter_names or []:
-            sol = sol.replace(n, "Inter")
-    for i in range(22, 0, -1):
-        sol = sol.replace(str(i), "0")
-    sol = sol.replace(";", ".")
-    groups = [s.split(" ") for s in sol.split(". ")]
-    order: list[str] = []
-    for grp in groups:
-        for part in grp:
-            if part in _LETTER_SET and part not in order:
-                order.append(part)
-    ren = {s: LETTERS[i] for i, s in enumerate(order)}
-    return ". ".join(" ".join(ren.get(p, p) for p in grp) for grp in groups)
-
-
-_LETTER_SET = frozenset(LETTERS)
-
-
-def host_bin(sketch: str) -> int:
-    return int(hashlib.sha256(sketch.encode()).hexdigest(), 16) % N_BINS

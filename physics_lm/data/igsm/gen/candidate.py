@@ -1,10 +1,11 @@
-"""A pool of complete iGSM candidates (outer attempts of the official generator), in pure JAX.
+"""Stage 5: a pool of iGSM candidates (outer attempts of the official generator), in pure JAX.
 
-Per candidate: hyper-parameters -> inner loop (structure + backward sort, retried with the SAME
-hyper-parameters until the sort succeeds, as `Problem.gen` does) -> `design`. That fixes the
-solution, hence op and template bin, so acceptance is decided here; `fill_all` +
-`design_unused` (the unnecessary parameters, which never feed necessary ones) run afterwards on
-the selected rows only (`add_unused`), saving most of the work on rejected candidates.
+Per candidate: hyper-parameters (`hyper.py`) -> inner loop (structure + backward sort, retried
+with the SAME hyper-parameters until the sort succeeds, as `Problem.gen` does) -> `design`. That
+fixes the solution, hence op and template bin, so acceptance is decided here and the result is a
+`Template` of the necessary parameters; `fill_all` + `design_unused` (the unnecessary
+parameters, which never feed necessary ones) run afterwards on the selected rows only
+(`unnecessary.add_unused`), saving most of the work on rejected candidates.
 
 Inner retries with static shapes: the first try runs on the whole pool; the ~15 % of candidates
 whose backward sort failed then go through a retry pool of R = C/4 lanes. Each retry round deals
@@ -25,25 +26,40 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from physics_lm.data.igsm import rand
-from physics_lm.data.igsm.structure import (
-    NI,
-    Hyper,
-    Record,
-    abs_cost,
-    build_structure,
-    draw_hyper,
-)
-from physics_lm.data.igsm.template import Template, _backward_sort, _design, _fill_all
-from physics_lm.data.igsm.unused import design_unused
+from physics_lm.data.igsm.gen import rand, streams
+from physics_lm.data.igsm.gen.design import design
+from physics_lm.data.igsm.gen.hyper import Hyper, draw_hyper
+from physics_lm.data.igsm.gen.sort import backward_sort
+from physics_lm.data.igsm.gen.structure import NI, Record, abs_cost, build_structure
 
 MAX_INNER_TRIES = 64  # official: 1,000; ~1.27 tries are needed on average (SPEC §2)
+
+
+class Template(NamedTuple):
+    """Everything the renderer, the hash and the probe labels need about one problem.
+
+    l_D: layer widths (0 beyond d); G_3x4x4: structure edges; tmpl_P: the parameter is in the
+    problem's template (RNG excluded); topo_S: solution order as slots, -1 padded, the last
+    valid one is the question; ideps_48x4: instance dependencies in insertion order (96 = RNG,
+    -1 = none).
+    """
+
+    d: jax.Array
+    l_D: jax.Array  # noqa: N815
+    G_3x4x4: jax.Array
+    tmpl_P: jax.Array  # noqa: N815
+    topo_S: jax.Array  # noqa: N815
+    n_sol: jax.Array  # number of solution parameters
+    ideps_48x4: jax.Array
+    op: jax.Array  # sum of per-step ops of the solution (= number of '=' chains)
+    n_op: jax.Array  # the official bookkeeping value compared against the target op
+    ok: jax.Array  # bool: valid try (sort succeeded, no cap hit)
 
 
 def _inner_try(seed: jax.Array, h: Hyper, smax: int):
     st = build_structure(seed, h)
     tmpl = st.rec.chosen_P
-    order, sort_dep, ok = _backward_sort(seed, tmpl, st.G_3x4x4, smax)
+    order, sort_dep, ok = backward_sort(seed, tmpl, st.G_3x4x4, smax)
     n_sol = jnp.sum(tmpl).astype(jnp.int32)
     idx = jnp.arange(smax)
     topo = jnp.where(idx < n_sol, order[jnp.clip(n_sol - 1 - idx, 0, smax - 1)], -1)
@@ -63,8 +79,8 @@ class Candidate(NamedTuple):
 def _design_stage(seed, h: Hyper, inner, smax: int) -> Candidate:
     st, topo, n_sol, sort_dep, ok = inner
     G = st.G_3x4x4
-    deps_Sx4, ops_S, n_op = _design(seed, h.s, st.n_op_min, topo, n_sol, sort_dep, abs_cost(G),
-                                    smax)
+    deps_Sx4, ops_S, n_op = design(seed, h.s, st.n_op_min, topo, n_sol, sort_dep, abs_cost(G),
+                                   smax)
     is_inst = (topo >= 0) & (topo < NI)
     hit = (topo[None, :] == jnp.arange(NI)[:, None]) & is_inst[None, :]  # [48, S]
     ideps = jnp.where(jnp.any(hit, axis=1)[:, None], jnp.einsum(
@@ -73,14 +89,6 @@ def _design_stage(seed, h: Hyper, inner, smax: int) -> Candidate:
     tpl = Template(st.d, st.l_D, G, st.rec.chosen_P, topo, n_sol, ideps, op_count, n_op,
                    ok & (op_count == n_op))
     return Candidate(tpl, st.rec, seed, jnp.int32(-1))
-
-
-def add_unused(c: Candidate) -> Template:
-    """`fill_all` + `design_unused` for one selected candidate: the full problem template."""
-    t = c.tpl
-    rec = _fill_all(c.rec, t.G_3x4x4, t.d, t.l_D)
-    tmpl, ideps = design_unused(c.seed, rec, t.tmpl_P, t.ideps_48x4, t.G_3x4x4, t.d, t.l_D)
-    return t._replace(tmpl_P=tmpl, ideps_48x4=ideps)
 
 
 def candidates(seeds_C: jax.Array, max_op: int, max_edge: int, op: int | None, smax: int,
@@ -95,7 +103,7 @@ def candidates(seeds_C: jax.Array, max_op: int, max_edge: int, op: int | None, s
     if s_min_C is None:
         s_min_C = jnp.ones(C, jnp.int32)
     h = jax.vmap(lambda s, lo: draw_hyper(s, max_op, max_edge, op, lo))(seeds_C, s_min_C)
-    try_fn = jax.vmap(lambda s, t, hh: _inner_try(rand.sub_seed(s, 20, t), hh, smax))
+    try_fn = jax.vmap(lambda s, t, hh: _inner_try(rand.sub_seed(s, streams.INNER_TRY, t), hh, smax))
     inner = try_fn(seeds_C, jnp.zeros(C, jnp.int32), h)
     done = inner[4]
     next_try = jnp.ones(C, jnp.int32)  # the next try number of each failing candidate

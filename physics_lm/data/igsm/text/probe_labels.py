@@ -34,9 +34,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from physics_lm.data.igsm.judge import judge_problem
-from physics_lm.data.igsm.parser import MOD, RNG, Param, Problem
-from physics_lm.data.igsm.vocab import Vocab
+from physics_lm.data.igsm.text.judge import judge_problem
+from physics_lm.data.igsm.text.parser import MOD, RNG, Param, Problem
+from physics_lm.data.igsm.text.vocab import Vocab
 
 ROW_KEYS = ("nece", "known", "value", "can_next", "nece_next")
 

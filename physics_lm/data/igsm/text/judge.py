@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 
-from physics_lm.data.igsm.parser import (
+from physics_lm.data.igsm.text.parser import (
     MOD,
     NUMERALS,
     Param,
