@@ -12,15 +12,13 @@ from physics_lm.data.igsm.text.parser import RNG, parse_problem
 CORPORA = ("med_pq_public", "hard_pq_public", "med_retry_public", "med_retry_weak_public")
 
 
-def _records(reference_dir, corpora=CORPORA):
-    for corpus in corpora:
-        with (reference_dir / "igsm" / f"{corpus}.jsonl").open(encoding="utf-8") as f:
-            yield from (json.loads(line) for line in f)
+def _records(reference_records, corpora=CORPORA):
+    return [r for corpus in corpora for r in reference_records(f"igsm/{corpus}")]
 
 
 @pytest.fixture(scope="module")
-def pq(reference_dir):
-    return list(_records(reference_dir, ("med_pq_public", "hard_pq_public")))
+def pq(reference_records):
+    return _records(reference_records, ("med_pq_public", "hard_pq_public"))
 
 
 # --- a small independent solution writer (SPEC §12 format) -----------------------------------
@@ -119,9 +117,9 @@ def _ancestors(problem, p):
 # --- official solutions ---------------------------------------------------------------------
 
 
-def test_reference_solutions_are_correct_and_shortest(reference_dir):
+def test_reference_solutions_are_correct_and_shortest(reference_records):
     n = 0
-    for rec in _records(reference_dir):
+    for rec in _records(reference_records):
         v = judge(rec["problem"], rec["solution"], rec["answer"])
         assert v.correct and v.shortest, (rec["seed"], v)
         assert v.first_error is None and v.error_kind is None and v.reason == "correct"

@@ -1,6 +1,5 @@
 """parse_problem rebuilds every reference problem's structure, graph and values from its text."""
 
-import json
 
 import pytest
 
@@ -9,15 +8,13 @@ from physics_lm.data.igsm.text.parser import RNG, ProblemParseError, parse_probl
 CORPORA = ("med_pq_public", "hard_pq_public", "med_retry_public", "med_retry_weak_public")
 
 
-def _records(reference_dir):
-    for corpus in CORPORA:
-        with (reference_dir / "igsm" / f"{corpus}.jsonl").open(encoding="utf-8") as f:
-            yield from (json.loads(line) for line in f)
+def _records(reference_records):
+    return [r for corpus in CORPORA for r in reference_records(f"igsm/{corpus}")]
 
 
-def test_every_reference_problem_parses_exactly(reference_dir):
+def test_every_reference_problem_parses_exactly(reference_records):
     n_params = 0
-    for rec in _records(reference_dir):
+    for rec in _records(reference_records):
         p = parse_problem(rec["problem"])
         s = rec["structure"]
         assert p.answer == rec["answer_int"]

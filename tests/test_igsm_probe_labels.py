@@ -1,6 +1,5 @@
 """Part 2.1 probe labels, checked against the official retry generator's own choices."""
 
-import json
 
 import numpy as np
 
@@ -11,11 +10,6 @@ from physics_lm.data.igsm.text.probe_labels import (
     sentence_end_positions,
 )
 from physics_lm.data.igsm.text.vocab import get_vocab
-
-
-def _records(reference_dir, corpus):
-    with (reference_dir / "igsm" / f"{corpus}.jsonl").open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f]
 
 
 def _back_params(problem, solution):
@@ -29,10 +23,10 @@ def _back_params(problem, solution):
     return out
 
 
-def test_retry_candidates_match_can_next(reference_dir):
+def test_retry_candidates_match_can_next(reference_records):
     """The official 'retry' generator inserts only existing, undefined, not-computable params."""
     n = 0
-    for rec in _records(reference_dir, "med_retry_public"):
+    for rec in reference_records("igsm/med_retry_public"):
         p = parse_problem(rec["problem"])
         labels = row_labels(p, rec["solution"])
         assert not labels.truncated and len(labels.defined) == rec["n_solution_params"]
@@ -40,11 +34,11 @@ def test_retry_candidates_match_can_next(reference_dir):
             i = p.param_index[q]
             assert labels.exists[i] and not labels.known[row, i] and not labels.can_next[row, i]
             n += 1
-    assert n == sum(r["n_back"] for r in _records(reference_dir, "med_retry_public"))
+    assert n == sum(r["n_back"] for r in reference_records("igsm/med_retry_public"))
 
 
-def test_retry_weak_candidates_are_necessary_and_unknown(reference_dir):
-    for rec in _records(reference_dir, "med_retry_weak_public"):
+def test_retry_weak_candidates_are_necessary_and_unknown(reference_records):
+    for rec in reference_records("igsm/med_retry_weak_public"):
         p = parse_problem(rec["problem"])
         labels = row_labels(p, rec["solution"])
         later = set(labels.defined)
@@ -53,8 +47,8 @@ def test_retry_weak_candidates_are_necessary_and_unknown(reference_dir):
             assert labels.nece[row, i] and not labels.known[row, i] and q in later
 
 
-def test_rows_along_the_reference_solutions(reference_dir):
-    for rec in _records(reference_dir, "hard_pq_public")[:100]:
+def test_rows_along_the_reference_solutions(reference_records):
+    for rec in reference_records("igsm/hard_pq_public")[:100]:
         p = parse_problem(rec["problem"])
         lab = row_labels(p, rec["solution"])
         names = [p.name(q) for q in lab.defined]
@@ -75,8 +69,8 @@ def test_rows_along_the_reference_solutions(reference_dir):
         assert lab.value[-1][lab.known[-1] == 0].tolist() == [23] * int((lab.known[-1] == 0).sum())
 
 
-def test_pair_labels(reference_dir):
-    for rec in _records(reference_dir, "med_pq_public")[:50]:
+def test_pair_labels(reference_records):
+    for rec in reference_records("igsm/med_pq_public")[:50]:
         p = parse_problem(rec["problem"])
         pairs = pair_labels(p)
         qi = p.param_index[p.question]
@@ -88,8 +82,8 @@ def test_pair_labels(reference_dir):
         assert not np.diag(pairs["dep"]).any()
 
 
-def test_wrong_solution_is_cut_and_rows_map_to_tokens(reference_dir):
-    rec = next(r for r in _records(reference_dir, "med_pq_public") if r["n_solution_params"] >= 4)
+def test_wrong_solution_is_cut_and_rows_map_to_tokens(reference_records):
+    rec = next(r for r in reference_records("igsm/med_pq_public") if r["n_solution_params"] >= 4)
     p = parse_problem(rec["problem"])
     sents = rec["solution"][:-1].split(". ")
     head, _, old = sents[1].rpartition(" = ")

@@ -118,18 +118,16 @@ def test_batched_sha256_matches_hashlib_across_block_boundaries():
     np.testing.assert_array_equal(got, want)
 
 
-def test_sketch_reproduces_the_reference_hash(reference_dir):
+def test_sketch_reproduces_the_reference_hash(reference_records):
     """The official bins of the 600 reference problems: exact with the official string
     replacement; the quirk-free sketch (what the sampler hashes) differs on ~1 %."""
     n = exact = clean = 0
     for corpus in ("med_pq_public", "hard_pq_public"):
-        with (reference_dir / "igsm" / f"{corpus}.jsonl").open(encoding="utf-8") as f:
-            for line in f:
-                rec = json.loads(line)
-                inst, abst = _param_names(rec["problem"])
-                exact += host_bin(sketch_text(rec["solution"], inst, abst)) == rec["hash23"]
-                clean += host_bin(sketch_text(rec["solution"])) == rec["hash23"]
-                n += 1
+        for rec in reference_records(f"igsm/{corpus}"):
+            inst, abst = _param_names(rec["problem"])
+            exact += host_bin(sketch_text(rec["solution"], inst, abst)) == rec["hash23"]
+            clean += host_bin(sketch_text(rec["solution"])) == rec["hash23"]
+            n += 1
     assert n == 600 and exact >= 594 and clean >= 588, (exact, clean)
 
 
@@ -172,7 +170,7 @@ def _within(x: float, ref: float, se: float, k: float = 4.0) -> bool:
     return abs(x - ref) <= k * se
 
 
-def test_distributions_match_the_official_generator(med, reference_dir):
+def test_distributions_match_the_official_generator(med, reference_records):
     lab, n = med.labels, N_MED
     M = 15
     op = lab["op"]
@@ -180,8 +178,7 @@ def test_distributions_match_the_official_generator(med, reference_dir):
     counts = np.bincount(op, minlength=M + 1)[1:]
     chi2 = (((counts - n * theory) ** 2) / (n * theory)).sum()
     assert op.min() >= 1 and op.max() <= M and chi2 < 45, chi2  # 14 dof: p ~ 5e-5
-    with (reference_dir / "igsm" / "med_pq_public.jsonl").open(encoding="utf-8") as f:
-        ref = [json.loads(line) for line in f]
+    ref = reference_records("igsm/med_pq_public")
     # SPEC §21 (3,000 official med problems) means and shares, with our standard errors.
     for key, spec_mean in (("n_sentences", 9.2), ("n_solution_params", 4.8),
                            ("n_mentioned_params", 11.4)):

@@ -1,6 +1,5 @@
 """Name tables and the word-level vocabulary of iGSM."""
 
-import json
 from collections import Counter
 
 import pytest
@@ -11,10 +10,8 @@ from physics_lm.data.igsm.text.vocab import get_vocab
 CORPORA = ("med_pq_public", "hard_pq_public", "med_retry_public", "med_retry_weak_public")
 
 
-def _records(reference_dir):
-    for corpus in CORPORA:
-        with (reference_dir / "igsm" / f"{corpus}.jsonl").open(encoding="utf-8") as f:
-            yield from (json.loads(line) for line in f)
+def _records(reference_records):
+    return [r for corpus in CORPORA for r in reference_records(f"igsm/{corpus}")]
 
 
 def test_name_table_counts_match_spec():
@@ -61,10 +58,10 @@ def test_name_table_counts_match_spec():
     assert not any("." in n for n in names.all_item_names())
 
 
-def test_every_corpus_name_is_in_the_table(reference_dir):
+def test_every_corpus_name_is_in_the_table(reference_records):
     items = names.all_item_names()
     n = 0
-    for rec in _records(reference_dir):
+    for rec in _records(reference_records):
         s = rec["structure"]
         assert all(c in names.CATEGORIES for c in s["categories"])
         for cat, layer in zip(s["categories"], s["items"], strict=True):
@@ -89,10 +86,10 @@ def test_vocab_ids_are_fixed():
     assert v.words[-4:] == ("by", "coli", "de", "in")  # sorted tail: if this moves, ids moved
 
 
-def test_round_trip_on_every_reference_text(reference_dir):
+def test_round_trip_on_every_reference_text(reference_records):
     v = get_vocab()
     n = 0
-    for rec in _records(reference_dir):
+    for rec in _records(reference_records):
         for key in ("problem", "question", "solution", "answer", "solution_clean"):
             if key in rec:
                 assert v.decode(v.encode(rec[key])) == rec[key]

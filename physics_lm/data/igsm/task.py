@@ -1,8 +1,8 @@
 """`IGSMTask`: iGSM problems generated on device, as a `Task` for the trainer (DESIGN.md).
 
 `task.sample(fold_in(seed, step), B)` is pure and jittable (no host callbacks, static shapes): it
-draws B problems with the official procedure (`sampler.py`), renders them to token ids of the
-shared vocabulary and returns a `Batch`. Row layout (that of `Vocab.encode_example`):
+draws B problems with the official procedure (`gen/`, stage by stage), renders them to token ids
+of the shared vocabulary and returns a `Batch`. Row layout (that of `Vocab.encode_example`):
 ``<bos> <problem> P [Q] <solution> S <answer> A <eos> <pad>...``.
 """
 
@@ -154,8 +154,8 @@ class IGSMTask:
         Labels: op, n_solution_params, question_kind (0 instance, 1 abstract), template_bin,
         length (untruncated), valid, overflow, answer, depth, n_sentences, n_template_params,
         sol_pos, ans_pos, row_pos [B, S+1] (probe rows: <solution>, then each solution
-        sentence's "."), and with `with_probes` the probe_* arrays of `probes.py`. Rows that are
-        not valid or overflow seq_len get a zero loss mask.
+        sentence's "."), and with `with_probes` the probe_* arrays of `gen/probe_arrays.py`. Rows
+        that are not valid or overflow seq_len get a zero loss mask.
         """
         res = self._sample_groups(key, batch_size)
         tokens = res["tokens"]
