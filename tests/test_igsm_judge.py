@@ -125,6 +125,7 @@ def test_reference_solutions_are_correct_and_shortest(reference_records):
         assert v.first_error is None and v.error_kind is None and v.reason == "correct"
         assert v.n_unnecessary == 0
         assert v.n_back == rec.get("n_back", 0)
+        assert v.n_ops == rec["op"]  # a shortest solution has exactly the problem's op steps
         if "solution_clean" in rec:
             assert judge(rec["problem"], rec["solution_clean"]).shortest
         n += 1

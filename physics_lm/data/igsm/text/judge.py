@@ -47,6 +47,7 @@ class Verdict:
     first_error: int | None
     error_kind: str | None
     reason: str
+    n_ops: int = 0  # computation steps ("so X = ..."), temps included: the solution's op count
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -294,7 +295,7 @@ def judge_problem(
         )
         if errors:
             reason += f"; but {min(errors, key=lambda e: e[0])[2]}"
-    return Verdict(ok, shortest, len(unnecessary), n_back, first, kind, reason)
+    return Verdict(ok, shortest, len(unnecessary), n_back, first, kind, reason, n_steps)
 
 
 def judge(problem_text: str, solution_text: str, answer_text: str | None = None) -> Verdict:
@@ -310,7 +311,8 @@ def judge(problem_text: str, solution_text: str, answer_text: str | None = None)
 
 def judge_batch(records: Iterable[dict]) -> Iterator[dict]:
     """Yields each record (keys ``problem``, ``solution``, optional ``answer``) with the verdict
-    fields added: correct, shortest, n_unnecessary, n_back, first_error, error_kind, reason."""
+    fields added: correct, shortest, n_unnecessary, n_back, first_error, error_kind, reason,
+    n_ops."""
     for rec in records:
         v = judge(rec.get("problem"), rec.get("solution"), rec.get("answer"))
         yield {**rec, **v.to_dict()}
