@@ -44,7 +44,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         tie_embeddings=True, compute_dtype="float32" if smoke else "bfloat16", remat=False))
     c.optim = ml_collections.ConfigDict(dict(
         lr=3e-4, b1=0.9, b2=0.98, eps=1e-8, weight_decay=0.1, warmup_steps=2 if smoke else 1000,
-        schedule="linear", final_lr_frac=0.0, grad_clip=1.0, grad_accum=1))
+        schedule="linear", final_lr_frac=0.0, grad_clip=1.0,
+        grad_accum=1 if smoke else 2))  # batch 96 of GPT-2 small in 80 GB (step_memory.py)
     c.train = ml_collections.ConfigDict(dict(
         batch_size=8 if smoke else 96, num_steps=4 if smoke else 100_000,
         log_every=1 if smoke else 100, eval_every=4 if smoke else 2000,

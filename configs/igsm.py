@@ -16,9 +16,11 @@ import ml_collections
 from physics_lm.config import parse_config_arg
 
 GRID = ("4-21", "8-15", "12-12", "16-10", "20-9", "4-30", "8-21", "12-17", "16-15", "20-13")
+# grad_accum: GPT2-20-9 fits one 80 GB device (XLA:CPU analysis, benchmarks/step_memory.py: peak
+# 33.5 GB on med, 64.5 GB at grad_accum=1; 48.1 GB on hard)
 RECIPES = {
-    "med": dict(weight_decay=0.05, batch_size=512, seq_len=768, num_steps=100_000),
-    "hard": dict(weight_decay=0.03, batch_size=256, seq_len=1024, num_steps=200_000),
+    "med": dict(weight_decay=0.05, batch_size=512, seq_len=768, num_steps=100_000, grad_accum=2),
+    "hard": dict(weight_decay=0.03, batch_size=256, seq_len=1024, num_steps=200_000, grad_accum=1),
 }
 TEST_ARGS = (None, "smoke", "preset=hard,model=12-17", "format=qp,model=4-21")
 
@@ -47,7 +49,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         compute_dtype="bfloat16", remat=layers >= 12))
     c.optim = ml_collections.ConfigDict(dict(
         lr=0.002, b1=0.9, b2=0.98, eps=1e-8, weight_decay=r["weight_decay"], warmup_steps=1000,
-        schedule="cosine", final_lr_frac=0.01, grad_clip=1.0, grad_accum=1))
+        schedule="cosine", final_lr_frac=0.01, grad_clip=1.0, grad_accum=r["grad_accum"]))
     c.train = ml_collections.ConfigDict(dict(
         batch_size=r["batch_size"], num_steps=r["num_steps"], log_every=100, eval_every=2000,
         eval_batches=4, checkpoint_every=2000, keep_checkpoints=3, peak_flops_per_device=0.0))
@@ -59,7 +61,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.task.seq_len = 320
         c.model.update(num_layers=2, num_heads=2, d_model=64, max_len=320,
                        compute_dtype="float32", remat=False)
-        c.optim.update(lr=5e-3, warmup_steps=10, weight_decay=0.05)
+        c.optim.update(lr=5e-3, warmup_steps=10, weight_decay=0.05, grad_accum=1)
         c.train.update(batch_size=16, num_steps=150, log_every=10, eval_every=150,
                        eval_batches=2, checkpoint_every=150)
     return c
