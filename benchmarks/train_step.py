@@ -1,7 +1,7 @@
 """Training-step throughput: physics_lm (sampler inside the jitted step) vs Hugging Face GPT-2.
 
   python benchmarks/train_step.py [--sizes 4x256,12x768] [--seq_len 512] [--batch 8]
-                                  [--steps 5] [--json OUT.json] [--no-peer]
+                                  [--steps 5] [--remat] [--json OUT.json] [--no-peer]
 
 For each model size it times the real jitted train step (on-device CFG sampler, forward,
 backward, AdamW update) after one warm-up call, and, where torch + transformers are installed,
@@ -37,11 +37,13 @@ def measured_matmul_peak(n: int = 2048, reps: int = 5) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t)
 
 
-def ours(layers: int, width: int, seq_len: int, batch: int, steps: int, dtype: str) -> dict:
+def ours(layers: int, width: int, seq_len: int, batch: int, steps: int, dtype: str,
+         remat: bool = False) -> dict:
     cfg = from_config_dict({
         "task": {"name": "cfg", "grammar": "cfg3f", "seq_len": seq_len},
         "model": {"num_layers": layers, "num_heads": max(width // 64, 1), "d_model": width,
-                  "max_len": seq_len, "pos": "absolute", "compute_dtype": dtype},
+                  "max_len": seq_len, "pos": "absolute", "compute_dtype": dtype,
+                  "remat": remat},
         "optim": {"warmup_steps": 1},
         "train": {"batch_size": batch, "num_steps": steps + 1},
         "mesh": {"data": 1},
@@ -97,6 +99,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--remat", action="store_true", help="model.remat (recompute each block)")
     p.add_argument("--no-peer", action="store_true")
     p.add_argument("--json", default=None)
     args = p.parse_args()
@@ -105,14 +108,14 @@ def main() -> None:
     peak_label = "published bf16 peak" if published else "measured f32 matmul peak"
     device = jax.devices()[0].device_kind
     print(f"device: {device} ({jax.default_backend()}), MFU vs {peak_label} {peak / 1e12:.2f} "
-          f"TFLOP/s, T={args.seq_len}, batch={args.batch}, dtype={args.dtype}")
+          f"TFLOP/s, T={args.seq_len}, batch={args.batch}, dtype={args.dtype}, remat={args.remat}")
     header = (f"{'model':>10} {'params':>11} {'ours tok/s':>11} {'step s':>8} {'MFU':>6} "
               f"{'peer tok/s':>11} {'ratio':>6}")
     print(header)
     rows = []
     for size in args.sizes.split(","):
         layers, width = (int(v) for v in size.split("x"))
-        us = ours(layers, width, args.seq_len, args.batch, args.steps, args.dtype)
+        us = ours(layers, width, args.seq_len, args.batch, args.steps, args.dtype, args.remat)
         them = None if args.no_peer else peer(layers, width, args.seq_len, args.batch, args.steps,
                                               vocab=6)
         mfu = us["flops_per_step"] / us["step_s"] / peak

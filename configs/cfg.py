@@ -38,7 +38,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model = common.model(layers, heads, width, max_len=64 if smoke else 1024,
                            pos=a.get("pos", "rotary"),
                            compute_dtype="float32" if smoke else "bfloat16")
-    c.optim.update(schedule="linear", warmup_steps=2 if smoke else 1000)
+    c.optim.update(schedule="linear", warmup_steps=2 if smoke else 1000,
+                   grad_accum=1 if smoke else 2)  # batch 96 of GPT-2 small in 80 GB (step_memory)
     c.train.update(eval_batches=8)
     c.eval.update(n_generate=256, n_dp=64, n_entropy=64, decode_batch=128, control=True)
     c.probe.update(steps=2000, batch_size=32, eval_batches=8)

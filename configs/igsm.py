@@ -18,9 +18,11 @@ from physics_lm.configs import common
 from physics_lm.config import parse_config_arg
 
 GRID = ("4-21", "8-15", "12-12", "16-10", "20-9", "4-30", "8-21", "12-17", "16-15", "20-13")
+# grad_accum: GPT2-20-9 fits one 80 GB device (XLA:CPU analysis, benchmarks/step_memory.py: peak
+# 33.5 GB on med, 64.5 GB at grad_accum=1; 48.1 GB on hard)
 RECIPES = {
-    "med": dict(weight_decay=0.05, batch_size=512, seq_len=768, num_steps=100_000),
-    "hard": dict(weight_decay=0.03, batch_size=256, seq_len=1024, num_steps=200_000),
+    "med": dict(weight_decay=0.05, batch_size=512, seq_len=768, num_steps=100_000, grad_accum=2),
+    "hard": dict(weight_decay=0.03, batch_size=256, seq_len=1024, num_steps=200_000, grad_accum=1),
 }
 TEST_ARGS = (None, "smoke", "scaled", "preset=hard,model=12-17", "format=qp,model=4-21")
 
@@ -40,18 +42,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                   train_bins=tuple(range(16)), seq_len=r["seq_len"], loss_on="solution",
                   groups=1)  # on a data-parallel mesh: groups = data x fsdp (each device its rows)
     c.model = common.model(layers, heads, 64 * heads, max_len=r["seq_len"], remat=layers >= 12)
-    c.optim.update(lr=0.002, weight_decay=r["weight_decay"], final_lr_frac=0.01)
+    c.optim.update(lr=0.002, weight_decay=r["weight_decay"], final_lr_frac=0.01,
+                   grad_accum=r["grad_accum"])
     c.train.update(batch_size=r["batch_size"], num_steps=r["num_steps"])
     if a.get("smoke") == "1":  # short problems, a 2-layer model: learns on a CPU in a minute or two
         c.task.update(preset="custom", max_op=3, max_edge=6, seq_len=320)
         c.model = common.model(2, 2, 64, max_len=320, compute_dtype="float32")
-        c.optim.update(lr=5e-3, warmup_steps=10, weight_decay=0.05)
+        c.optim.update(lr=5e-3, warmup_steps=10, weight_decay=0.05, grad_accum=1)
         c.train.update(batch_size=16, num_steps=150, log_every=10, eval_every=150,
                        eval_batches=2, checkpoint_every=150)
     if a.get("scaled") == "1":  # the paper's trends on a CPU: ops <= 6, a 6-layer width-128 model
         c.task.update(preset="custom", max_op=6, max_edge=10, seq_len=464)
         c.model = common.model(6, 4, 128, max_len=464, compute_dtype="float32")
-        c.optim.update(lr=2e-3, warmup_steps=100, weight_decay=0.05)
+        c.optim.update(lr=2e-3, warmup_steps=100, weight_decay=0.05, grad_accum=1)
         c.train.update(batch_size=32, num_steps=3000, log_every=25, eval_every=250,
                        eval_batches=2, checkpoint_every=250, keep_checkpoints=3)
     return c

@@ -76,6 +76,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     peak_flops_per_device: float = 0.0  # 0 = look the device kind up; unknown -> MFU "n/a"
+    device_memory_bytes: int = 0  # 0 = ask the device (memory_stats bytes_limit; CPU: no check)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,6 +233,8 @@ def _check_train(t: TrainConfig) -> None:
               "keep_checkpoints"):
         _require(getattr(t, k) >= 1, f"train.{k}", getattr(t, k), "must be >= 1")
     _require(t.eval_batches >= 0, "train.eval_batches", t.eval_batches, "must be >= 0")
+    _require(t.device_memory_bytes >= 0, "train.device_memory_bytes", t.device_memory_bytes,
+             "must be >= 0 (0 = ask the device)")
 
 
 def _check_mesh(mesh: MeshConfig, batch_size: int, grad_accum: int) -> None:

@@ -1,5 +1,7 @@
 """GPT-2 family: shapes, the pinned activation names, causality, KV-cache decode, dtypes."""
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -106,3 +108,46 @@ def test_causal_block_skipping_equals_full_attention(pos):
                           positions_BxT=jnp.arange(256)[None])
     np.testing.assert_allclose(fast, full, atol=1e-5)
     np.testing.assert_allclose(a[name[0]], b[name[0]], atol=1e-6)
+
+
+def _shapes_in(jaxpr) -> set[tuple[int, ...]]:
+    """Shapes of every value a jaxpr (and the jaxprs nested in its equations) computes."""
+    out = set()
+    for eqn in jaxpr.eqns:
+        out.update(tuple(getattr(v.aval, "shape", ())) for v in eqn.outvars)
+        for p in eqn.params.values():
+            for j in p if isinstance(p, list | tuple) else (p,):
+                inner = getattr(j, "jaxpr", j)
+                if hasattr(inner, "eqns"):
+                    out |= _shapes_in(inner)
+    return out
+
+
+def test_pattern_is_built_only_when_captured():
+    model, params = _model("rotary")
+    tokens = jnp.zeros((1, 256), jnp.int32)  # blockwise attention: query blocks of 128
+    shapes = lambda capture: _shapes_in(jax.make_jaxpr(
+        lambda p: model.apply({"params": p}, tokens, capture=capture))(params).jaxpr)
+    assert (1, 4, 256, 256) not in shapes(("blocks.1.resid_post",))
+    assert (1, 4, 256, 256) in shapes(("blocks.0.attn.pattern",))
+
+
+def test_remat_is_exact_and_keeps_only_block_inputs():
+    model, params = _model("rotary")
+    remat = GPT2(dataclasses.replace(model.cfg, remat=True))
+    tokens = jax.random.randint(jax.random.key(3), (2, 32), 0, 11)
+    loss = lambda m: lambda p, t: jnp.mean(jax.nn.log_softmax(m.apply({"params": p}, t)[0]) ** 2)
+    ref, g_ref = jax.value_and_grad(loss(model))(params, tokens)
+    got, g_got = jax.value_and_grad(loss(remat))(params, tokens)
+    assert got == ref
+    for a, b in zip(jax.tree.leaves(g_ref), jax.tree.leaves(g_got), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-7)
+    _, a = remat.apply({"params": params}, tokens, capture=activation_names(2))
+    _, b = model.apply({"params": params}, tokens, capture=activation_names(2))
+    assert all(np.array_equal(a[n], b[n]) for n in activation_names(2))
+    # Compiled temporaries of the gradient: each block's activations are recomputed in the
+    # backward pass, not kept (XLA:CPU undid nn.remat here: see physics_lm/models/remat.py).
+    big = jax.ShapeDtypeStruct((2, 128), jnp.int32)
+    temp = lambda m: jax.jit(jax.grad(loss(m))).lower(params, big).compile(
+        ).memory_analysis().temp_size_in_bytes
+    assert temp(remat) < 0.7 * temp(model)

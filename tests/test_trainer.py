@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import threading
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from physics_lm.config import from_config_dict
+from physics_lm.train.memory import DoesNotFitError
 from physics_lm.train.setup import build_experiment, fresh_state
 from physics_lm.train.trainer import NonFiniteLossError, jit_steps, train_and_evaluate
 
@@ -138,3 +140,20 @@ def test_sigterm_saves_and_exits_then_resumes(tmp_path):
     assert 2 <= out["step"] < 400
     saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
     assert saved == [out["step"]]
+
+
+def test_step_that_cannot_fit_stops_before_the_first_step(tmp_path):
+    # 8 devices x 4 rows: 1.5 MB per device at grad_accum=1 by the compiled analysis (CPU),
+    # 1.0 MB at 2. A 1.1 MB "device" stops the run at once with one line naming the need, the
+    # limit and a grad_accum that fits; that grad_accum then trains.
+    limit = {"batch_size": 32, "num_steps": 2, "device_memory_bytes": 1_100_000}
+    with pytest.raises(DoesNotFitError) as e:
+        train_and_evaluate(_cfg(train=limit), tmp_path / "a")
+    msg = str(e.value)
+    assert "\n" not in msg
+    found = re.search(r"needs \d\.\d MB .* per device .* but the device has 1\.1 MB; "
+                      r"optim\.grad_accum=(\d+) needs", msg)
+    assert found, msg
+    assert not (tmp_path / "a" / "metrics.jsonl").exists()  # no step ran
+    fits = _cfg(optim={"grad_accum": int(found.group(1))}, train=limit)
+    assert train_and_evaluate(fits, tmp_path / "b")["step"] == 2

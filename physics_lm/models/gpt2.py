@@ -17,7 +17,14 @@ Position schemes (`ModelConfig.pos`):
 The forward pass returns `(logits_BxTxV, acts)`; `acts` holds the activations named in `capture`
 (stable names, see `activation_names`), so probes never patch the model. With `decode=True` the
 attention keeps a KV cache in the mutable `cache` collection (`init_cache` sizes it), and tokens
-are fed a chunk at a time; every position scheme works in both modes.
+are fed a chunk at a time; every position scheme works in both modes. A block builds its
+[B, H, T, S] attention pattern as a value only when `capture` names it.
+
+`model.remat`: for the backward pass each block keeps only its input x_BxTxD (compute dtype; the
+positions and the parameters are live anyway) and recomputes everything else once the backward
+pass reaches it (`models/remat.py`; `nn.remat` did not hold on XLA:CPU). A block whose pattern is
+captured runs without remat. With dropout, a remat'd block draws its masks from the model's
+dropout stream rather than its own: as random as, but not equal to, those of remat=False.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from physics_lm.config import ModelConfig
+from physics_lm.models.remat import recompute_in_backward
 
 _NEG_INF = -1e9
 _BLOCK = 128  # query block of the causal block-skipping attention (training/eval, T >= 256)
@@ -67,7 +75,7 @@ def rotate(x_BxTxHxK: jax.Array, pos_BxT: jax.Array, base: float) -> jax.Array:
 
 def _attend(cfg: ModelConfig, q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, pos_BxT, kpos_BxS, valid_BxS,
             bias_HxR, dropout):
-    """Attention weights of one query block over its keys (by position), and the mixed values."""
+    """Mixed values of one query block over its keys (by position), and its attention weights."""
     H, K = cfg.num_heads, cfg.head_dim
     dist_BxTxS = pos_BxT[:, :, None] - kpos_BxS[:, None, :]
     allowed_BxTxS = (dist_BxTxS >= 0) & valid_BxS[:, None, :]
@@ -102,7 +110,8 @@ class Attention(nn.Module):
 
     @nn.compact
     def __call__(self, x_BxTxD: jax.Array, pos_BxT: jax.Array, deterministic: bool,
-                 blockwise: bool = False):
+                 blockwise: bool = False, return_pattern: bool = False):
+        """`(out_BxTxD, pattern_BxHxTxS or None)`: the pattern only when `return_pattern`."""
         cfg, dt = self.cfg, _dtype(self.cfg)
         H, K, D = cfg.num_heads, cfg.head_dim, cfg.d_model
         uses_qk = cfg.pos in ("absolute", "rotary", "relative")
@@ -143,9 +152,10 @@ class Attention(nn.Module):
                                    k_BxSxHxK[:, k_sl], v_BxSxHxK[:, k_sl], pos_BxT[:, q_sl],
                                    kpos_BxS[:, k_sl], valid_BxS[:, k_sl], bias_HxR, dropout)
                 outs.append(out)
-                pats.append(jnp.pad(pat, ((0, 0), (0, 0), (0, 0), (0, T - start - _BLOCK))))
+                if return_pattern:  # padded to [B, H, Tb, T] only for capture
+                    pats.append(jnp.pad(pat, ((0, 0), (0, 0), (0, 0), (0, T - start - _BLOCK))))
             out_BxTxHxK = jnp.concatenate(outs, axis=1)
-            pattern_BxHxTxS = jnp.concatenate(pats, axis=2)
+            pattern_BxHxTxS = jnp.concatenate(pats, axis=2) if return_pattern else None
         else:
             out_BxTxHxK, pattern_BxHxTxS = _attend(
                 cfg, q_BxTxHxK if uses_qk else None, k_BxSxHxK, v_BxSxHxK, pos_BxT, kpos_BxS,
@@ -154,7 +164,7 @@ class Attention(nn.Module):
                                                  ("heads", "kv", "embed")), (H, K, D))
         b_D = self.param("out_bias", _zeros(("embed",)), (D,))
         out_BxTxD = jnp.einsum("bthk,hkd->btd", out_BxTxHxK, w_HxKxD.astype(dt)) + b_D.astype(dt)
-        return out_BxTxD, pattern_BxHxTxS
+        return out_BxTxD, pattern_BxHxTxS if return_pattern else None
 
     def _update_cache(self, k_BxTxHxK, v_BxTxHxK, pos_BxT):
         """Writes the chunk at the cache index; returns the full cache and its validity."""
@@ -176,20 +186,26 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x)).
+
+    Returns `(x_BxTxD, pattern_BxHxTxS or None)`: the attention pattern only with
+    `return_pattern` (capture), so a training step never materialises it outside the
+    attention's own temporaries.
+    """
 
     cfg: ModelConfig
     decode: bool = False
 
     @nn.compact
-    def __call__(self, x_BxTxD, pos_BxT, deterministic: bool, blockwise: bool = False):
+    def __call__(self, x_BxTxD, pos_BxT, deterministic: bool, blockwise: bool = False,
+                 return_pattern: bool = False):
         cfg, dt = self.cfg, _dtype(self.cfg)
         ln = lambda name: nn.LayerNorm(
             1e-5, dtype=dt, name=name,
             scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
             bias_init=_zeros(("norm",)))
         attn_BxTxD, pattern = Attention(cfg, self.decode, name="attn")(
-            ln("ln_1")(x_BxTxD), pos_BxT, deterministic, blockwise)
+            ln("ln_1")(x_BxTxD), pos_BxT, deterministic, blockwise, return_pattern)
         x_BxTxD = x_BxTxD + nn.Dropout(cfg.dropout)(attn_BxTxD, deterministic=deterministic)
         h_BxTxF = nn.Dense(cfg.mlp_dim, dtype=dt, name="fc",
                            kernel_init=_init(0.02, ("embed", "mlp")),
@@ -244,11 +260,16 @@ class GPT2(nn.Module):
         x_BxTxD = nn.Dropout(cfg.dropout)(x_BxTxD, deterministic=deterministic)
         x_BxTxD = nn.with_logical_constraint(x_BxTxD, ("batch", "length", "act_embed"))
         keep("embed", x_BxTxD)
-        block_cls = nn.remat(Block, static_argnums=(3, 4)) if cfg.remat else Block
+        remat = cfg.remat and not self.decode and not self.is_initializing()
         for i in range(cfg.num_layers):
-            x_BxTxD, pattern = block_cls(cfg, self.decode, name=f"blocks_{i}")(
-                x_BxTxD, positions_BxT, deterministic, blockwise)
-            keep(f"blocks.{i}.attn.pattern", pattern)
+            name, want = f"blocks_{i}", f"blocks.{i}.attn.pattern" in capture
+            if remat and not want:
+                x_BxTxD = self._remat_block(name, x_BxTxD, positions_BxT, deterministic,
+                                            blockwise)
+            else:
+                x_BxTxD, pattern = Block(cfg, self.decode, name=name)(
+                    x_BxTxD, positions_BxT, deterministic, blockwise, want)
+                keep(f"blocks.{i}.attn.pattern", pattern)
             keep(f"blocks.{i}.resid_post", x_BxTxD)
         x_BxTxD = nn.LayerNorm(
             1e-5, dtype=dt, name="ln_f",
@@ -261,6 +282,20 @@ class GPT2(nn.Module):
             logits_BxTxV = nn.Dense(cfg.vocab_size, use_bias=False, dtype=dt, name="lm_head",
                                     kernel_init=_init(0.02, ("embed", "vocab")))(x_BxTxD)
         return logits_BxTxV.astype(jnp.float32), acts
+
+    def _remat_block(self, name: str, x_BxTxD: jax.Array, pos_BxT: jax.Array,
+                     deterministic: bool, blockwise: bool) -> jax.Array:
+        """Block `name` keeping only its input for the backward pass (`model.remat`)."""
+        params = self.variables["params"][name]
+        key = None if deterministic or self.cfg.dropout == 0 else self.make_rng("dropout")
+        block = Block(self.cfg, parent=None)
+
+        def run(p, x_BxTxD, pos_BxT, key):
+            rngs = {} if key is None else {"dropout": key}
+            return block.apply({"params": p}, x_BxTxD, pos_BxT, deterministic, blockwise,
+                               rngs=rngs)[0]
+
+        return recompute_in_backward(run, params, x_BxTxD, pos_BxT, key)
 
 
 def init_cache(model: GPT2, batch_size: int, max_len: int) -> dict:

@@ -7,6 +7,7 @@ host never blocks on the step it just dispatched: it reads step n-1's metrics wh
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import signal
@@ -20,8 +21,8 @@ import numpy as np
 from absl import logging
 
 from physics_lm.config import ConfigError, ExperimentConfig
+from physics_lm.train import memory, sharding
 from physics_lm.train import metrics as metrics_lib
-from physics_lm.train import sharding
 from physics_lm.train.checkpoint import Checkpointer
 from physics_lm.train.setup import Experiment, build_experiment, restore_or_init
 from physics_lm.train.steps import make_eval_step, make_train_step
@@ -30,7 +31,8 @@ from physics_lm.train.steps import make_eval_step, make_train_step
 # held the analysis sections in config.json files written before they were typed.
 RESUMABLE_KEYS = ("train.log_every", "train.eval_every", "train.eval_batches",
                   "train.checkpoint_every", "train.keep_checkpoints",
-                  "train.peak_flops_per_device", "mesh", "eval", "probe", "sample", "extra")
+                  "train.peak_flops_per_device", "train.device_memory_bytes", "mesh", "eval",
+                  "probe", "sample", "extra")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -138,6 +140,21 @@ def jit_steps(exp: Experiment):
     return jit_train, jit_eval
 
 
+def check_step_memory(exp: Experiment, compiled) -> memory.StepMemory | None:
+    """Stops (`memory.DoesNotFitError`, one line) if the compiled train step cannot fit."""
+    cfg = exp.cfg
+
+    def compile_at(grad_accum: int) -> memory.StepMemory | None:
+        optim = dataclasses.replace(cfg.optim, grad_accum=grad_accum)
+        other = dataclasses.replace(exp, cfg=dataclasses.replace(cfg, optim=optim))
+        return memory.step_memory(jit_steps(other)[0].lower(exp.abstract_state).compile())
+
+    return memory.check_fits(
+        compiled, devices=exp.mesh.local_devices, override=cfg.train.device_memory_bytes,
+        grad_accum=cfg.optim.grad_accum, batch_size=cfg.train.batch_size,
+        dp=sharding.data_parallel_size(exp.mesh), compile_at=compile_at)
+
+
 def evaluate(exp: Experiment, jit_eval, params) -> dict[str, float]:
     """Held-out loss on fresh samples from the eval key stream (never used for training)."""
     total, count = 0.0, 0.0
@@ -175,6 +192,7 @@ def _loop(exp: Experiment, workdir: Path, ckpt: Checkpointer, state, stop_at: in
     t = time.perf_counter()
     jit_train = jit_train.lower(state).compile()  # compile once, outside the timed loop
     logging.info("train step compiled in %.1fs", time.perf_counter() - t)
+    check_step_memory(exp, jit_train)
     n_params = metrics_lib.count_params(state.params)
     seq_len = exp.task.seq_len
     tokens_per_step = cfg.train.batch_size * seq_len
