@@ -40,7 +40,7 @@ from physics_lm.data.igsm.gen.hyper import target_ops
 from physics_lm.data.igsm.gen.plan import draw_consts, plan_solution, solution_values
 from physics_lm.data.igsm.gen.probe_arrays import probe_arrays
 from physics_lm.data.igsm.gen.render import Rendered, Tables, render
-from physics_lm.data.igsm.gen.structure import NI
+from physics_lm.data.igsm.gen.structure import NI, D, W
 from physics_lm.data.igsm.gen.template_hash import N_BINS, max_sketch_bytes, template_bins
 from physics_lm.data.igsm.gen.unnecessary import add_unused
 
@@ -76,6 +76,12 @@ class SamplerConfig:
     def smax(self) -> int:
         """Static bound on solution parameters (each costs >= 1 op) plus slack."""
         return self.n_steps + 2
+
+    @property
+    def max_sentences(self) -> int:
+        """Static bound on problem sentences (= structure edges). Not max_edge alone: the edge
+        count is clamped up to (d-1) * w0 (SPEC §3, step 1), so up to 12 for any max_edge."""
+        return max(self.max_edge, (D - 1) * W)
 
     def pool_size(self, batch_size: int) -> int:
         """Candidates drawn per round.
@@ -205,7 +211,8 @@ def finish_row(seed: jax.Array, t: Template, cand_seed: jax.Array, cfg: SamplerC
     val = solution_values(plan)
     qslot = t.topo_S[jnp.maximum(t.n_sol - 1, 0)]
     answer = val[qslot]
-    rd: Rendered = render(seed, tables, t, cs, plan, answer, cfg.fmt, cfg.seq_len, cfg.max_edge)
+    rd: Rendered = render(seed, tables, t, cs, plan, answer, cfg.fmt, cfg.seq_len,
+                          cfg.max_sentences)
     out = {
         "tokens": rd.tokens, "length": rd.length, "sol_pos": rd.sol_pos, "ans_pos": rd.ans_pos,
         "row_pos": rd.row_pos_S1, "op": t.op, "n_solution_params": t.n_sol,
