@@ -84,6 +84,19 @@ def test_hard_ood_qp_train_problems_are_correct_and_shortest(hard):
     _check_rows(hard, range(N_HARD), "qp")
 
 
+def test_small_max_edge_renders_every_edge():
+    """A custom max_edge below 12 still gets structures of (d-1) * w0 <= 12 edges (the official
+    clamp): every edge must be rendered as a statement, not only the first max_edge."""
+    task = IGSMTask("custom", max_op=3, max_edge=6, split="all", seq_len=768)
+    batch = _sample(task, 32)
+    n = batch.labels["n_sentences"]
+    assert n.max() > 6
+    for b in range(32):
+        problem = _texts(batch, b)[0]
+        assert problem.count("The number of each ") == n[b]
+    _check_rows(batch, np.nonzero(n > 6)[0][:8], "pq")
+
+
 def _param_names(problem):
     p = parse_problem(problem)
     inst = [p.name(x) for x in p.all_param if x[0] == 0]

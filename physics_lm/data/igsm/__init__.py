@@ -5,6 +5,8 @@ The folder follows the data's path:
   gen/          the on-device generator (pure JAX, jittable, static shapes), one stage a file in
                 pipeline order; its docstring says which file answers which question.
   task.py       `IGSMTask`, the `Task` the trainer calls: validated settings -> `gen.sampler`.
+  cells.py      the evaluation cells of a training task (op<=M, op=M, OOD ops, reask), each a
+                pure function of (eval seed, cell).
   text/         host-side text tools (plain Python and numpy, no JAX): `vocab` (text <-> token
                 ids), `names` (+ names.json, NAMES_SOURCE.md), `parser` (problem text -> graph),
                 `judge` (is a solution correct and shortest?), `probe_labels` (V-probing labels

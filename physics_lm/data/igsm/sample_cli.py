@@ -1,17 +1,22 @@
 """Sample iGSM problems on device (JAX) and write them as JSONL.
 
     python -m physics_lm.data.igsm sample --preset med --n 1000 --seed 0 [--op 20] [--format qp]
-        [--split train|test|all] --out problems.jsonl
+        [--split train|test|all] [--reask] --out problems.jsonl
+    python -m physics_lm.data.igsm sample --preset custom --max_op 10 --max_edge 16 ...
 
 One line per problem: ``problem``, ``question``, ``solution``, ``answer`` (text exactly in the
 official format of the reference corpora, without leading spaces), ``op``, ``tokens`` (ids of the
 shared vocabulary, the training row without padding) and a few labels. The problems are those
 the trainer would see: the same jitted `IGSMTask.sample`, keys ``fold_in(PRNGKey(seed), chunk)``.
+With ``--reask`` (Part 2.1 "reask", `gen/reask.py`): problems of op ``--op`` (default: the first
+out-of-distribution op, med 20, hard 28) asked about another of their parameters; lines add
+``orig_op``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -20,12 +25,17 @@ FIELDS = ("n_solution_params", "question_kind", "template_bin", "depth", "n_sent
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", choices=("med", "hard"), default="med")
+    parser.add_argument("--preset", choices=("med", "hard", "custom"), default="med")
+    parser.add_argument("--max_op", type=int, default=None, help="override (custom: required)")
+    parser.add_argument("--max_edge", type=int, default=None,
+                        help="override (custom: required)")
     parser.add_argument("--n", type=int, required=True, help="number of problems")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--op", type=int, default=None, help="fixed op (e.g. OOD 20-23 / 28-32)")
     parser.add_argument("--format", dest="fmt", choices=("pq", "qp"), default="pq")
     parser.add_argument("--split", choices=("train", "test", "all"), default="all")
+    parser.add_argument("--reask", action="store_true",
+                        help="ask each problem about another of its parameters (Part 2.1 reask)")
     parser.add_argument("--batch", type=int, default=256, help="problems per jitted call")
     parser.add_argument("--out", required=True, help="output JSONL ('-' = stdout)")
 
@@ -39,9 +49,9 @@ def run(ns: argparse.Namespace) -> int:
 
     if ns.n < 1:
         raise ValueError(f"--n={ns.n} must be >= 1")
-    probe = IGSMTask(ns.preset, op=ns.op, fmt=ns.fmt, split=ns.split, seq_len=4096)
-    task = IGSMTask(ns.preset, op=ns.op, fmt=ns.fmt, split=ns.split,
-                    seq_len=max(2048, probe.min_seq_len + 512))
+    probe = IGSMTask(ns.preset, max_op=ns.max_op, max_edge=ns.max_edge, op=ns.op, fmt=ns.fmt,
+                     split=ns.split, reask=ns.reask, seq_len=1 << 16)
+    task = dataclasses.replace(probe, seq_len=max(2048, probe.min_seq_len + 512))
     batch = min(ns.batch, ns.n)
     key0 = jax.random.PRNGKey(ns.seed)
     f = jax.jit(lambda k: task.sample(k, batch)).lower(key0).compile(
@@ -63,6 +73,7 @@ def run(ns: argparse.Namespace) -> int:
                 rec = {"problem": problem, "question": question, "solution": solution,
                        "answer": answer, "op": int(b.labels["op"][r]),
                        **{k: int(b.labels[k][r]) for k in FIELDS},
+                       **({"orig_op": int(b.labels["orig_op"][r])} if task.reask else {}),
                        "tokens": b.tokens[r, :n_tok].tolist()}
                 out.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 written += 1

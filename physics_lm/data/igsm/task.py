@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from physics_lm.data.batch import Batch
+from physics_lm.data.igsm.gen.reask import sample_reask_arrays
 from physics_lm.data.igsm.gen.render import Tables
 from physics_lm.data.igsm.gen.sampler import PRESETS, SamplerConfig, sample_arrays
 from physics_lm.data.igsm.gen.template_hash import N_BINS
@@ -29,6 +30,10 @@ MIN_SEQ_LEN = {"med": 768, "hard": 1024}
 _LABEL_KEYS = ("op", "n_solution_params", "question_kind", "template_bin", "length", "valid",
                "overflow", "answer", "depth", "n_sentences", "n_template_params",
                "n_mentioned_params", "sol_pos", "ans_pos", "row_pos")
+_REASK_KEYS = ("question_slot", "orig_question_slot", "orig_op")
+# Out-of-distribution test ops: the paper's (Part 2.1) for the presets; M+5..M+8 for any other
+# training max op M (`ood_ops`). The first of them is the op of the reask set's problems.
+PAPER_OOD_OPS = {"med": (20, 21, 22, 23), "hard": (28, 29, 30, 31, 32)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +44,10 @@ class IGSMTask:
       preset: "med" (max_op 15, max_edge 20), "hard" (21, 28) or "custom" (give both).
       max_op, max_edge: override the preset's values.
       op: fixed op for out-of-distribution sets (e.g. med 20-23, hard 28-32); None = light draw.
+        With `reask`, the op of the original problems (default: the first of `ood_ops`).
+      reask: the Part 2.1 "reask" set (`gen/reask.py`): a problem of op `op` asked about another
+        of its parameters, chosen uniformly; op, solution and template bin are the new
+        question's (the op varies), and the split applies to the new solution's bin.
       fmt: "pq" (statements then question) or "qp".
       split: "train" (template bins in `train_bins`), "test" (the other bins) or "all".
       train_bins: the official training bins are 0-15.
@@ -66,6 +75,7 @@ class IGSMTask:
     with_probes: bool = False
     pool: int = 0
     groups: int = 1
+    reask: bool = False
 
     def __post_init__(self) -> None:
         if self.preset not in (*PRESETS, "custom"):
@@ -77,6 +87,8 @@ class IGSMTask:
         if not 4 <= self.resolved_max_edge <= 48:
             raise ValueError(f"max_edge: {self.resolved_max_edge} is outside 4..48 "
                              "(4 layers of 4 items have at most 48 edges)")
+        if self.reask and self.op is None:
+            object.__setattr__(self, "op", self.ood_ops[0])
         if self.op is not None and not 1 <= self.op <= self.resolved_max_edge + OP_SLACK:
             hi = self.resolved_max_edge + OP_SLACK
             raise ValueError(f"op: {self.op} cannot be generated with max_edge "
@@ -107,12 +119,23 @@ class IGSMTask:
         return self.max_edge if self.max_edge is not None else PRESETS.get(self.preset, (0, 0))[1]
 
     @property
+    def ood_ops(self) -> tuple[int, ...]:
+        """The out-of-distribution test ops: med 20-23, hard 28-32 (the paper), M+5..M+8 for a
+        training max op M that is not a preset's."""
+        top = self.resolved_max_op
+        if self.preset in PAPER_OOD_OPS and top == PRESETS[self.preset][0]:
+            return PAPER_OOD_OPS[self.preset]
+        return tuple(range(top + 5, top + 9))
+
+    @property
     def min_seq_len(self) -> int:
         # Custom presets: the measured med/hard maxima are ~38 tokens per structure edge
         # (757 for max_edge 20, 949 for 28); rows that still overflow are masked and counted.
         base = MIN_SEQ_LEN.get(self.preset, 40 * self.resolved_max_edge + 64)
         if self.op is not None and self.op > self.resolved_max_op:
             base += 64 * (self.op - self.resolved_max_op)  # ~40 tokens per extra op, measured
+        if self.reask:  # rows up to op 2 x `op`; measured: ~17 solution tokens per op
+            base += 16 * self.config.n_steps - 16 * self.op
         return base
 
     @property
@@ -125,11 +148,12 @@ class IGSMTask:
     @property
     def config(self) -> SamplerConfig:
         return SamplerConfig(self.resolved_max_op, self.resolved_max_edge, self.op, self.fmt,
-                             self.bins, self.seq_len, self.pool, self.with_probes)
+                             self.bins, self.seq_len, self.pool, self.with_probes, self.reask)
 
     @property
     def name(self) -> str:
         op = "" if self.op is None else f"_op{self.op}"
+        op += "_reask" if self.reask else ""
         return f"igsm_{self.preset}{op}_{self.fmt}_{self.split}"
 
     @property
@@ -155,7 +179,8 @@ class IGSMTask:
         length (untruncated), valid, overflow, answer, depth, n_sentences, n_template_params,
         sol_pos, ans_pos, row_pos [B, S+1] (probe rows: <solution>, then each solution
         sentence's "."), and with `with_probes` the probe_* arrays of `gen/probe_arrays.py`. Rows
-        that are not valid or overflow seq_len get a zero loss mask.
+        that are not valid or overflow seq_len get a zero loss mask. Reask tasks add
+        question_slot, orig_question_slot (parameter slots, `gen/structure.py`) and orig_op.
         """
         res = self._sample_groups(key, batch_size)
         tokens = res["tokens"]
@@ -167,19 +192,20 @@ class IGSMTask:
         ok = res["valid"] & ~overflow
         mask = (t >= first[:, None]) & (t < eos[:, None]) & ok[:, None] & (t < T - 1)
         res["overflow"] = overflow
-        labels = {k: res[k] for k in _LABEL_KEYS}
+        labels = {k: res[k] for k in _LABEL_KEYS + (_REASK_KEYS if self.reask else ())}
         labels.update({k: v for k, v in res.items() if k.startswith("probe_")})
         labels = {k: jnp.asarray(v).astype(jnp.int32) for k, v in labels.items()}
         return Batch(tokens.astype(jnp.int32), mask.astype(jnp.float32), labels)
 
     def _sample_groups(self, key: jax.Array, batch_size: int) -> dict[str, Any]:
         G = self.groups
+        sample = sample_reask_arrays if self.reask else sample_arrays
         if G == 1:
-            return sample_arrays(key, batch_size, self.config, _tables())
+            return sample(key, batch_size, self.config, _tables())
         if batch_size % G:
             raise ValueError(f"groups: {G} does not divide the batch size {batch_size}")
         keys = jax.vmap(lambda g: jax.random.fold_in(key, g))(jnp.arange(G))
-        res = jax.vmap(lambda k: sample_arrays(k, batch_size // G, self.config, _tables()))(keys)
+        res = jax.vmap(lambda k: sample(k, batch_size // G, self.config, _tables()))(keys)
         stats = {k: jnp.max(v) if k == "rounds" else jnp.sum(v)
                  for k, v in res.pop("stats").items()}
         res = jax.tree.map(lambda x: x.reshape(batch_size, *x.shape[2:]), res)

@@ -13,6 +13,8 @@ by the driver unless said otherwise):
                        -> `Template`; batched over a pool of candidates
      sampler.py        selection: rows take candidates of their target op (and allowed bin)
   6. unnecessary.py    the unnecessary parameters of each selected candidate (`design_unused`)
+     reask.py          reask sets only: a new question among the problem's parameters, its
+                       necessary set and solution order (and the driver of such sets)
   7. plan.py           the solution as static steps, and every solution parameter's value
   8. template_hash.py  the sketch of the solution and its SHA-256 bin (train/test split)
   9. render.py         names, sentence order, symbols -> the token row
@@ -37,4 +39,5 @@ Which file answers which question:
   What do the probe labels hold?               probe_arrays.py (host version:
                                                text/probe_labels.py)
   Which random stream does a draw use?         streams.py
+  How is a problem asked about another param?  reask.py (Part 2.1 "reask" sets)
 """

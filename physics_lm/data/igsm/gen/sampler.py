@@ -34,19 +34,20 @@ import jax
 import jax.numpy as jnp
 
 from physics_lm.data.igsm.gen import rand, streams
-from physics_lm.data.igsm.gen.candidate import candidates
+from physics_lm.data.igsm.gen.candidate import Template, candidates
 from physics_lm.data.igsm.gen.chunked import by_work
 from physics_lm.data.igsm.gen.hyper import target_ops
 from physics_lm.data.igsm.gen.plan import draw_consts, plan_solution, solution_values
 from physics_lm.data.igsm.gen.probe_arrays import probe_arrays
 from physics_lm.data.igsm.gen.render import Rendered, Tables, render
-from physics_lm.data.igsm.gen.structure import NI
+from physics_lm.data.igsm.gen.structure import NI, D, W
 from physics_lm.data.igsm.gen.template_hash import N_BINS, max_sketch_bytes, template_bins
 from physics_lm.data.igsm.gen.unnecessary import add_unused
 
 MAX_ROUNDS = 64
 CPU_CHUNK = 128
 PRESETS = {"med": (15, 20), "hard": (21, 28)}
+REASK_OP_FACTOR = 2  # reask rows above twice the original op are redrawn (`reask.py`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,16 +62,26 @@ class SamplerConfig:
     seq_len: int = 768
     pool: int = 0  # candidates per round; 0 = automatic (`pool_size`)
     with_probes: bool = False
+    reask: bool = False  # reask set (`reask.py`): `op` is the op of the original problems
 
     @property
     def n_steps(self) -> int:
-        """Static bound on the op of any produced problem (= solution steps)."""
+        """Static bound on the op of any produced problem (= solution steps); reask sets keep
+        rows of op <= REASK_OP_FACTOR x the original op (`reask.py`)."""
+        if self.reask:
+            return REASK_OP_FACTOR * self.op
         return self.op if self.op is not None else self.max_op
 
     @property
     def smax(self) -> int:
         """Static bound on solution parameters (each costs >= 1 op) plus slack."""
         return self.n_steps + 2
+
+    @property
+    def max_sentences(self) -> int:
+        """Static bound on problem sentences (= structure edges). Not max_edge alone: the edge
+        count is clamped up to (d-1) * w0 (SPEC §3, step 1), so up to 12 for any max_edge."""
+        return max(self.max_edge, (D - 1) * W)
 
     def pool_size(self, batch_size: int) -> int:
         """Candidates drawn per round.
@@ -122,7 +133,7 @@ def _ranks_by_class(cls: jax.Array, n_cls: int) -> jax.Array:
     return jnp.sum(jnp.where(hot, jnp.cumsum(hot, axis=0), 0), axis=1) - 1
 
 
-def _select_candidates(key: jax.Array, batch_size: int, cfg: SamplerConfig):
+def select_candidates(key: jax.Array, batch_size: int, cfg: SamplerConfig):
     seed = rand.seed_of(key)
     tgt = target_ops(seed, batch_size, cfg.max_op, cfg.op)
     C = cfg.pool_size(batch_size)
@@ -186,35 +197,47 @@ def _select_candidates(key: jax.Array, batch_size: int, cfg: SamplerConfig):
     return out, filled, stats
 
 
+def render_seeds(key: jax.Array, batch_size: int) -> jax.Array:
+    """uint32[batch_size]: the render seed of every row of the batch `key`."""
+    return rand.bits(rand.seed_of(jax.random.fold_in(key, streams.KEY_RENDER)), streams.ROW, 0,
+                     batch_size)
+
+
+def finish_row(seed: jax.Array, t: Template, cand_seed: jax.Array, cfg: SamplerConfig,
+               tables: Tables) -> dict[str, Any]:
+    """Plan, render and label one row from its complete template (`add_unused` done)."""
+    cs = draw_consts(cand_seed)
+    plan = plan_solution(t, cs, cfg.n_steps)
+    val = solution_values(plan)
+    qslot = t.topo_S[jnp.maximum(t.n_sol - 1, 0)]
+    answer = val[qslot]
+    rd: Rendered = render(seed, tables, t, cs, plan, answer, cfg.fmt, cfg.seq_len,
+                          cfg.max_sentences)
+    out = {
+        "tokens": rd.tokens, "length": rd.length, "sol_pos": rd.sol_pos, "ans_pos": rd.ans_pos,
+        "row_pos": rd.row_pos_S1, "op": t.op, "n_solution_params": t.n_sol,
+        "question_kind": (qslot >= NI).astype(jnp.int32), "answer": answer,
+        "plan": plan,
+        "depth": t.d, "n_sentences": jnp.sum(t.G_3x4x4),
+        "n_template_params": jnp.sum(t.tmpl_P), "plan_ok": plan.ok,
+        "n_mentioned_params": _n_mentioned(t),
+        "template": t,
+    }
+    if cfg.with_probes:
+        out.update(probe_arrays(t, val))
+    return out
+
+
 def sample_arrays(key: jax.Array, batch_size: int, cfg: SamplerConfig,
                   tables: Tables) -> dict[str, Any]:
     """Everything about a batch: tokens [B, T], lengths, positions and labels (dict of arrays)."""
-    cand, filled, stats = _select_candidates(key, batch_size, cfg)
-    seeds = rand.bits(rand.seed_of(jax.random.fold_in(key, streams.KEY_RENDER)), streams.ROW, 0,
-                      batch_size)
+    if cfg.reask:
+        raise ValueError("sample_arrays: reask sets are drawn by reask.sample_reask_arrays")
+    cand, filled, stats = select_candidates(key, batch_size, cfg)
+    seeds = render_seeds(key, batch_size)
 
     def one(seed, c):
-        t = add_unused(c)
-        cs = draw_consts(c.seed)
-        plan = plan_solution(t, cs, cfg.n_steps)
-        val = solution_values(plan)
-        qslot = t.topo_S[jnp.maximum(t.n_sol - 1, 0)]
-        answer = val[qslot]
-        rd: Rendered = render(seed, tables, t, cs, plan, answer, cfg.fmt, cfg.seq_len,
-                              cfg.max_edge)
-        out = {
-            "tokens": rd.tokens, "length": rd.length, "sol_pos": rd.sol_pos, "ans_pos": rd.ans_pos,
-            "row_pos": rd.row_pos_S1, "op": t.op, "n_solution_params": t.n_sol,
-            "question_kind": (qslot >= NI).astype(jnp.int32), "answer": answer,
-            "plan": plan,
-            "depth": t.d, "n_sentences": jnp.sum(t.G_3x4x4),
-            "n_template_params": jnp.sum(t.tmpl_P), "plan_ok": plan.ok,
-            "n_mentioned_params": _n_mentioned(t),
-            "template": t,
-        }
-        if cfg.with_probes:
-            out.update(probe_arrays(t, val))
-        return out
+        return finish_row(seed, add_unused(c), c.seed, cfg, tables)
 
     # rows grouped by their number of unnecessary parameters (the `design_unused` loop)
     res = by_work(lambda xs: jax.vmap(one)(*xs), (seeds, cand), cfg.chunk_rows(batch_size),

@@ -22,6 +22,8 @@ DESIGN_COUNT = 9  # operand counts (one or two) and the RNG operand
 DESIGN_OPERANDS = 10  # which earlier parameters become operands
 UNNECESSARY = 11  # unnecessary parameters and their dependencies (`unnecessary.py`)
 CONSTS = 30  # sentence constants: c, "times" or "more", "difference" or "sum" (`plan.py`)
+REASK_QUESTION = 12  # reask sets: the new question parameter (`reask.py`)
+REASK_SORT = 13  # reask sets: the parameter placed at each step of the new solution order
 
 # Inner-try seed (`rand.sub_seed(candidate seed, INNER_TRY, try)`).
 WIDTHS = 2  # layer widths (`structure.py`)
@@ -40,8 +42,9 @@ NAME_ORDER = 51  # which items of each pool are used
 SENTENCE_ORDER = 52  # the order of the problem sentences
 SYMBOLS = 53  # the permutation of the 52 variable letters
 
-# A `jax.random.fold_in` of the batch key (a key stream, not a salt).
+# `jax.random.fold_in`s of the batch key (key streams, not salts).
 KEY_RENDER = 1  # the per-row render seeds
+KEY_REASK = 2  # reask sets: one child key per round of original problems (`sampler.py`)
 
 
 def salts() -> dict[str, int]:
