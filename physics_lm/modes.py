@@ -31,7 +31,8 @@ ANALYSIS_MODES = ("eval", "sample", "probe")
 
 # mode -> task family -> "module:ATTRIBUTE" of a `Handler`.
 HANDLERS: dict[str, dict[str, str]] = {
-    "eval": {"cfg": "physics_lm.eval.cfg_eval:EVALUATOR"},
+    "eval": {"cfg": "physics_lm.eval.cfg_eval:EVALUATOR",
+             "igsm": "physics_lm.eval.igsm_eval:EVALUATOR"},
     "sample": {"cfg": "physics_lm.eval.cfg_sample:SAMPLER"},
     "probe": {"cfg": "physics_lm.probing.cfg_run:PROBE"},
 }
