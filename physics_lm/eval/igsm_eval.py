@@ -16,9 +16,10 @@ prompt, generated text, solution, answer, verdict fields), so every number can b
 from it. Plots: accuracy by cell (ID vs OOD) and error kinds.
 
 The `eval` config section (`IGSMEvalConfig`): n=4096 (the paper's count), cells=() (all; or a
-tuple of names, e.g. `--config.eval.cells="('op<=15','reask')"`), decoder="greedy" | "beam" | "sample", beam=4, temperature=1.0 (decoder="sample"),
-max_new=0 (0 = enough for the cell's op bound, at most 2048 - prompt), decode_batch=256,
-seed=0, step=-1 (latest checkpoint), control=False (also the random-init model), plots=True.
+tuple of names, e.g. `--config.eval.cells="('op<=15','reask')"`), decoder="greedy" | "beam" |
+"sample", beam=4, temperature=1.0 (decoder="sample"), max_new=0 (0 = enough for the cell's op
+bound, at most 2048 - prompt), decode_batch=256, seed=0, step=-1 (latest checkpoint),
+control=False (also the random-init model), plots=True.
 """
 
 from __future__ import annotations
