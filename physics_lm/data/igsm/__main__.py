@@ -14,6 +14,7 @@ from physics_lm.data import cli
 
 COMMANDS: dict[str, str] = {
     "judge": "physics_lm.data.igsm.judge_cli",
+    "labels": "physics_lm.data.igsm.labels_cli",
     "sample": "physics_lm.data.igsm.sample_cli",
     "tokenize": "physics_lm.data.igsm.tokenize_cli",
 }
