@@ -77,6 +77,8 @@ class TrainConfig:
     keep_checkpoints: int = 3
     peak_flops_per_device: float = 0.0  # 0 = look the device kind up; unknown -> MFU "n/a"
     device_memory_bytes: int = 0  # 0 = ask the device (memory_stats bytes_limit; CPU: no check)
+    # "WORKDIR[:STEP]": start from another run's params (fresh optimizer; train/init_from.py)
+    init_from: str = ""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -157,3 +157,18 @@ def test_step_that_cannot_fit_stops_before_the_first_step(tmp_path):
     assert not (tmp_path / "a" / "metrics.jsonl").exists()  # no step ran
     fits = _cfg(optim={"grad_accum": int(found.group(1))}, train=limit)
     assert train_and_evaluate(fits, tmp_path / "b")["step"] == 2
+
+
+def test_a_config_key_added_later_counts_as_its_default(tmp_path):
+    """A run written before a key existed resumes while the key keeps its default."""
+    from physics_lm.config import ConfigError
+    from physics_lm.train.trainer import check_workdir_config
+
+    cfg = _cfg()
+    doc = json.loads(cfg.to_json())
+    del doc["train"]["init_from"]  # as written by an older version
+    (tmp_path / "config.json").write_text(json.dumps(doc))
+    check_workdir_config(cfg, tmp_path, write=False)
+    changed = _cfg(train={"init_from": "/elsewhere"})
+    with pytest.raises(ConfigError, match=r"train\.init_from"):
+        check_workdir_config(changed, tmp_path, write=False)

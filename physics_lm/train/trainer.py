@@ -21,7 +21,7 @@ import numpy as np
 from absl import logging
 
 from physics_lm.config import ConfigError, ExperimentConfig
-from physics_lm.train import memory, sharding
+from physics_lm.train import init_from, memory, sharding
 from physics_lm.train import metrics as metrics_lib
 from physics_lm.train.checkpoint import Checkpointer
 from physics_lm.train.setup import Experiment, build_experiment, restore_or_init
@@ -62,6 +62,9 @@ def check_workdir_config(cfg: ExperimentConfig, workdir: Path, *, write: bool = 
     skip = (*RESUMABLE_KEYS, *ignore)
     if path.exists():
         old = _flatten(json.loads(path.read_text()))
+        # A key added to the config after the run was written counts as its default value.
+        default = _flatten(json.loads(ExperimentConfig().to_json()))
+        old = {**{k: v for k, v in default.items() if k in new}, **old}
         diff = {k: (old.get(k), v) for k, v in new.items() if k not in skip and old.get(k) != v}
         diff.update({k: (v, None) for k, v in old.items() if k not in new and k not in skip})
         if diff:
@@ -178,6 +181,8 @@ def train_and_evaluate(cfg: ExperimentConfig, workdir: str | Path, *,
     ckpt = Checkpointer(workdir, every=cfg.train.checkpoint_every,
                         keep=cfg.train.keep_checkpoints)
     state = restore_or_init(exp, ckpt)  # outside the mesh context: init needs no constraints
+    if cfg.train.init_from and ckpt.latest_step() is None:  # a relaunch resumes its own ckpt
+        state = init_from.start_from(exp, state, cfg.train.init_from)
     with jax.set_mesh(exp.mesh):
         return _loop(exp, workdir, ckpt, state, stop_at_step or cfg.train.num_steps)
 
