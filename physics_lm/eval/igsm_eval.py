@@ -117,10 +117,16 @@ def _budget(model_cfg: ModelConfig, task: IGSMTask, P: int, ec: IGSMEvalConfig) 
 
 
 def generate_cell(model_cfg: ModelConfig, params: Any, task: IGSMTask, name: str,
-                  ec: IGSMEvalConfig, key: jax.Array) -> list[dict[str, Any]]:
-    """Draws the cell's problems, decodes them in batches and judges every generation."""
+                  ec: IGSMEvalConfig, key: jax.Array,
+                  timing: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    """Draws the cell's problems, decodes them in batches and judges every generation;
+    adds the seconds spent sampling (compile included) and decoding + judging to `timing`."""
     vocab = get_vocab()
+    timing = {} if timing is None else timing
+    t0 = time.perf_counter()
     batch = jax.device_get(cells_lib.cell_batch(task, ec.seed, name, ec.n))
+    t1 = time.perf_counter()
+    timing["sample_s"] = timing.get("sample_s", 0.0) + t1 - t0
     tokens, labels = np.asarray(batch.tokens), batch.labels
     sol_pos = np.asarray(labels["sol_pos"])
     lens = sol_pos + 1  # BOS problem [question] SOL
@@ -143,6 +149,7 @@ def generate_cell(model_cfg: ModelConfig, params: Any, task: IGSMTask, name: str
             _, solution, answer = vocab.split_example(prompt_ids + gen + [vocab.eos_id] * done)
             rows.append(_judged(name, problem_text, vocab.decode(prompt_ids), vocab.decode(gen),
                                 solution, answer, int(labels["op"][r]), done))
+    timing["decode_s"] = timing.get("decode_s", 0.0) + time.perf_counter() - t1
     return rows
 
 
@@ -195,9 +202,10 @@ def evaluate_igsm(model_cfg: ModelConfig, params: Any, task: IGSMTask, ec: IGSME
     key = jax.random.key(ec.seed)
     out: dict[str, Any] = {}
     all_rows: list[dict[str, Any]] = []
-    t0, done = time.perf_counter(), 0
+    t0, done, timing = time.perf_counter(), 0, {}
     for i, name in enumerate(names):
-        rows = generate_cell(model_cfg, params, cells[name], name, ec, jax.random.fold_in(key, i))
+        rows = generate_cell(model_cfg, params, cells[name], name, ec, jax.random.fold_in(key, i),
+                             timing)
         out[name] = summarize(rows, in_distribution(task, name))
         all_rows += [{**r, "model": tag} for r in rows]
         done += len(rows)
@@ -206,8 +214,10 @@ def evaluate_igsm(model_cfg: ModelConfig, params: Any, task: IGSMTask, ec: IGSME
                      name, out[name]["accuracy"], len(rows), rate,
                      (len(names) - i - 1) * ec.n / rate)
     seconds = time.perf_counter() - t0
-    return {"cells": out, "throughput": {"problems_per_s": done / seconds, "seconds": seconds,
-                                         "decoder": ec.decoder}}, all_rows
+    return {"cells": out, "throughput": {
+        "problems_per_s": done / seconds, "seconds": seconds, "decoder": ec.decoder,
+        "sample_s": timing["sample_s"],  # the cells' samplers, compile included
+        "decode_problems_per_s": done / timing["decode_s"]}}, all_rows
 
 
 def _run(loaded: Any, ec: IGSMEvalConfig) -> dict[str, Any]:
