@@ -104,7 +104,9 @@ def test_evaluate_and_sample_checkpoint_end_to_end(tmp_path):
     assert res["loss"]["model_nll_per_token"] > res["loss"]["true_nll_per_token"] > 0.0
     rob = res["robustness"]
     assert rob["corrupt_rate"] == 0.2 and rob["flipped_mean"] > 0
-    assert set(rob["T0.1"]) == {"corrupted_acc", "clean_acc"}
+    assert set(rob["T0.1"]) == {"corrupted_acc", "repaired_acc", "repairs_hist", "repairs_mean",
+                                "clean_acc"}
+    assert rob["T0.1"]["repaired_acc"] <= rob["T0.1"]["corrupted_acc"]
     assert flat["distribution/kl"] == d["kl"] and "control/distribution/kl" in flat
     if importlib.util.find_spec("matplotlib"):
         assert (tmp_path / "eval" / "cfg_kl_by_position.png").stat().st_size > 0
@@ -146,3 +148,22 @@ def test_first_error_finds_the_first_forbidden_token():
     assert 40 <= k < len(s)
     assert first_error(g, bad[:k], eos=False) == k  # the prefix before it is clean
     assert first_error(g, [*s[:7], g.bos_id, *s[8:]], eos=True) == 7  # a non-terminal id
+
+
+def test_repair_scores_on_hand_made_corrupted_prefixes():
+    """A true string with k prefix tokens flipped needs 1..k repairs: repaired within a budget
+    of k, not within 0; a broken tail can never be repaired and stays out of the histogram."""
+    from physics_lm.eval.cfg_eval import repair_scores
+
+    s = true_strings(G, jax.random.key(8), 3)
+    one = [s[0][0] % 3 + 1, *s[0][1:]]  # first token flipped to another terminal
+    two = [s[1][0] % 3 + 1, s[1][1] % 3 + 1, *s[1][2:]]
+    broken = [*s[2][:-3], s[2][-1] % 3 + 1] * 2  # a tail no prefix repair can fix
+    strings, lens = [one, two, s[2], broken], [10, 10, 10, 10]
+    valid = membership.check_strings(G, strings, wildcard_prefix_lens=lens)
+    assert valid.tolist() == [True, True, True, False]
+    got = repair_scores(G, strings, lens, [1, 2, 0, 3], valid)
+    assert got["repaired_acc"] == 0.75  # one, two within their flips; the clean one with 0
+    hist = got["repairs_hist"]
+    assert sum(hist) == 3 and hist[0] == 1 and sum(hist[1:3]) == 2
+    assert repair_scores(G, strings, lens, [0, 0, 0, 0], valid)["repaired_acc"] == 0.25

@@ -42,8 +42,12 @@ Metrics (`evaluate_cfg`'s dict; "T1" is temperature 1, "T0.1" 0.1):
     on the same strings as fed with BOS; true_nll_per_token = the Bayes-optimal loss there.
   robustness.T*: corrupted_acc = completions of a corrupted k-token prefix (each token flipped with
     corrupt_rate to another terminal) such that prefix + completion becomes valid by changing
-    prefix tokens only (CYK with a wildcard prefix); clean_acc = exact accuracy from the clean
-    prefix of the same strings with the same sampling key; flipped_mean = flips per prefix.
+    prefix tokens only (CYK with a wildcard prefix); repaired_acc = the stricter official score:
+    valid after at most as many prefix repairs as tokens were flipped (the min-plus "fewest
+    prefix repairs" DP, data/cfg/repair.py); repairs_hist[k] = how many completions need exactly
+    k repairs (among the wildcard-valid ones), repairs_mean their mean; clean_acc = exact
+    accuracy from the clean prefix of the same strings with the same sampling key;
+    flipped_mean = flips per prefix.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ import numpy as np
 from physics_lm.config import ConfigError, ModelConfig
 from physics_lm.data.cfg import membership, nexttoken
 from physics_lm.data.cfg.grammar import Grammar
+from physics_lm.data.cfg.repair import min_prefix_repairs
 from physics_lm.data.cfg.sampler import sample_strings
 from physics_lm.data.cfg.task import CFGTask, corrupt_tokens
 from physics_lm.eval.decode import completions, generate
@@ -169,11 +174,28 @@ def first_error(grammar: Grammar, tokens: list[int], eos: bool) -> int:
     return int(bad[0]) if bad.size else n
 
 
+def repair_scores(grammar: Grammar, strings: list[list[int]], prefix_lens: list[int],
+                  flips: list[int], valid: np.ndarray) -> dict[str, Any]:
+    """repaired_acc, repairs_hist, repairs_mean (module docstring) of completed strings.
+
+    `valid[r]`: the string ended and passes membership with a wildcard prefix (else it needs
+    infinitely many repairs and is not in the histogram).
+    """
+    repairs = [min_prefix_repairs(grammar, s, k) if v else np.inf
+               for s, k, v in zip(strings, prefix_lens, valid, strict=True)]
+    finite = [int(r) for r in repairs if np.isfinite(r)]
+    return {"repaired_acc": float(np.mean([r <= f for r, f in zip(repairs, flips, strict=True)])),
+            "repairs_hist": np.bincount(finite, minlength=1).tolist(),
+            "repairs_mean": float(np.mean(finite)) if finite else float("nan")}
+
+
 def generation_metrics(model_cfg: ModelConfig, params: Any, grammar: Grammar,
                        prefixes: list[list[int]], key: jax.Array, temperature: float,
                        ec: EvalConfig, max_total: int, *, wildcard: bool = False,
-                       with_entropy: bool = False) -> dict[str, Any]:
-    """Accuracy and diversity of generations after `prefixes` (module docstring)."""
+                       with_entropy: bool = False,
+                       flips: list[int] | None = None) -> dict[str, Any]:
+    """Accuracy and diversity of generations after `prefixes` (module docstring); with
+    `wildcard` and `flips` (tokens flipped per prefix) also the repair-based scores."""
     strings, eos, logp = sample_from_prefixes(model_cfg, params, grammar, prefixes, key,
                                               temperature, ec, max_total)
     wild = [len(p) for p in prefixes] if wildcard else None
@@ -183,6 +205,8 @@ def generation_metrics(model_cfg: ModelConfig, params: Any, grammar: Grammar,
            "distinct_frac": len({tuple(s) for s in strings}) / len(strings),
            "nll_model": float(-logp[eos].mean()) if eos.any() else float("nan"),
            "n": len(strings)}
+    if wildcard and flips is not None:
+        out.update(repair_scores(grammar, strings, [len(p) for p in prefixes], flips, valid))
     if not wildcard:  # a corrupted prefix has no grammatical continuation to judge
         first = [first_error(grammar, s, e) for s, e in zip(strings[: ec.n_dp], eos[: ec.n_dp],
                                                             strict=True)]
@@ -278,8 +302,11 @@ def evaluate_cfg(model_cfg: ModelConfig, params: Any, task: CFGTask, ec: EvalCon
         corrupted = [bad[r, : lens[r]].tolist() for r in range(len(cut))]
         rob: dict[str, Any] = {"corrupt_rate": rate, "prefix_len": ec.prefix_len,
                                "flipped_mean": float(flipped.sum(1).mean())}
+        flips = flipped.sum(1).tolist()
         for t in ec.robust_temperatures:
-            rob[tkey(t)] = {"corrupted_acc": run(2, corrupted, t, wildcard=True)["accuracy"],
+            m = run(2, corrupted, t, wildcard=True, flips=flips)
+            rob[tkey(t)] = {"corrupted_acc": m["accuracy"], "repaired_acc": m["repaired_acc"],
+                            "repairs_hist": m["repairs_hist"], "repairs_mean": m["repairs_mean"],
                             "clean_acc": run(1, cut, t)["accuracy"]}
         out["robustness"] = rob
     return out
