@@ -79,6 +79,9 @@ class TrainConfig:
     device_memory_bytes: int = 0  # 0 = ask the device (memory_stats bytes_limit; CPU: no check)
     # "WORKDIR[:STEP]": start from another run's params (fresh optimizer; train/init_from.py)
     init_from: str = ""
+    # Every N steps run the family's `eval` handler (config section `eval`, no control) on the
+    # current params and log its scalars as eval/... (learning curves); 0 = never.
+    analysis_every: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,6 +238,7 @@ def _check_train(t: TrainConfig) -> None:
               "keep_checkpoints"):
         _require(getattr(t, k) >= 1, f"train.{k}", getattr(t, k), "must be >= 1")
     _require(t.eval_batches >= 0, "train.eval_batches", t.eval_batches, "must be >= 0")
+    _require(t.analysis_every >= 0, "train.analysis_every", t.analysis_every, "must be >= 0")
     _require(t.device_memory_bytes >= 0, "train.device_memory_bytes", t.device_memory_bytes,
              "must be >= 0 (0 = ask the device)")
 

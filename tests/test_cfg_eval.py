@@ -167,3 +167,18 @@ def test_repair_scores_on_hand_made_corrupted_prefixes():
     hist = got["repairs_hist"]
     assert sum(hist) == 3 and hist[0] == 1 and sum(hist[1:3]) == 2
     assert repair_scores(G, strings, lens, [0, 0, 0, 0], valid)["repaired_acc"] == 0.25
+
+
+def test_periodic_analysis_logs_a_learning_curve(tmp_path):
+    """train.analysis_every: the eval metrics at every N steps in metrics.jsonl (one process)."""
+    ev = {"n_generate": 4, "temperatures": [1.0], "prefix_len": 8, "decode_batch": 4, "n_dp": 4,
+          "n_entropy": 2, "robust": False, "control": True}
+    train = {"batch_size": 8, "num_steps": 2, "log_every": 1, "eval_every": 100,
+             "eval_batches": 1, "checkpoint_every": 2, "analysis_every": 1}
+    cfg = _tiny_run(tmp_path, "train", {"eval": ev, "train": train})
+    train_and_evaluate(cfg, tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    curve = [(r["step"], r["eval/distribution/kl"]) for r in rows if "eval/distribution/kl" in r]
+    assert [s for s, _ in curve] == [1, 2] and all(kl > 0 for _, kl in curve)
+    assert all("eval/generation/cut0/T1/accuracy" in r for r in rows if "eval/distribution/kl" in r)
+    assert not any(k.startswith("eval/control") for r in rows for k in r)  # control skipped

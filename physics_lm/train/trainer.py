@@ -31,7 +31,8 @@ from physics_lm.train.steps import make_eval_step, make_train_step
 # held the analysis sections in config.json files written before they were typed.
 RESUMABLE_KEYS = ("train.log_every", "train.eval_every", "train.eval_batches",
                   "train.checkpoint_every", "train.keep_checkpoints",
-                  "train.peak_flops_per_device", "train.device_memory_bytes", "mesh", "eval",
+                  "train.peak_flops_per_device", "train.device_memory_bytes",
+                  "train.analysis_every", "mesh", "eval",
                   "probe", "sample", "extra")
 
 
@@ -158,6 +159,29 @@ def check_step_memory(exp: Experiment, compiled) -> memory.StepMemory | None:
         dp=sharding.data_parallel_size(exp.mesh), compile_at=compile_at)
 
 
+def periodic_analysis(exp: Experiment, workdir: Path, params, step: int) -> dict[str, float]:
+    """The family's eval handler on the current params (no control, no files): its scalars as
+    `eval/<path>`, for learning curves without one process per point."""
+    import dataclasses as dc
+
+    from physics_lm import modes
+    from physics_lm.analysis import LoadedRun, flatten
+
+    handler = modes.family_handler("eval", exp.cfg.task.name)
+    if handler is None:
+        raise ConfigError(f"train.analysis_every={exp.cfg.train.analysis_every}: task.name="
+                          f"{exp.cfg.task.name!r} has no eval mode")
+    settings = exp.cfg.eval
+    if "control" in {f.name for f in dc.fields(settings)}:
+        settings = dc.replace(settings, control=False)
+    doc = handler.run(LoadedRun(exp.cfg, workdir, exp, params, step), settings)
+    doc.pop("records", None)
+    scalars = flatten({k: v for k, v in doc.items() if k not in ("eval_config", "settings")})
+    logging.info("step %d analysis: %s", step, ", ".join(
+        f"{k}={v:.4g}" for k, v in list(scalars.items())[:4]))
+    return {f"eval/{k}": v for k, v in scalars.items()}
+
+
 def evaluate(exp: Experiment, jit_eval, params) -> dict[str, float]:
     """Held-out loss on fresh samples from the eval key stream (never used for training)."""
     total, count = 0.0, 0.0
@@ -257,6 +281,14 @@ def _loop(exp: Experiment, workdir: Path, ckpt: Checkpointer, state, stop_at: in
                     writer.write(step, ev)
                     last.update(ev)
                     logging.info("step %d eval_loss %.4f", step, ev["eval_loss"])
+                phase["eval_s"] += time.perf_counter() - t
+                speed.reset(step)
+            if cfg.train.analysis_every and (step % cfg.train.analysis_every == 0
+                                             or step == cfg.train.num_steps):
+                flush()
+                t = time.perf_counter()
+                scalars = periodic_analysis(exp, workdir, state.params, step)
+                writer.write(step, scalars)
                 phase["eval_s"] += time.perf_counter() - t
                 speed.reset(step)
             if ckpt.should_save(step) or step == cfg.train.num_steps:
