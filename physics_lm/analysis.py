@@ -18,16 +18,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
 from physics_lm import modes
 from physics_lm.config import ExperimentConfig
-from physics_lm.train.setup import Experiment
-from physics_lm.train.steps import STREAM_INIT, stream_key
+from physics_lm.train.setup import Experiment, fresh_params
 from physics_lm.train.trainer import load_trained
 
 
@@ -48,13 +45,7 @@ class LoadedRun:
 
     def control_params(self) -> Any:
         """The random-init control: the very init the trained run started from, same shardings."""
-        exp = self.exp
-
-        def init():
-            tokens = jnp.zeros((1, exp.task.seq_len), jnp.int32)
-            return nn.unbox(exp.model.init(stream_key(exp.cfg.seed, STREAM_INIT), tokens)["params"])
-
-        return jax.jit(init, out_shardings=exp.state_shardings.params)()
+        return fresh_params(self.exp)
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, float]:

@@ -24,7 +24,7 @@ from physics_lm.models.gpt2 import GPT2
 from physics_lm.train import sharding
 from physics_lm.train.checkpoint import Checkpointer, abstract_like
 from physics_lm.train.optim import make_optimizer
-from physics_lm.train.steps import TrainState, init_state
+from physics_lm.train.steps import TrainState, init_params, init_state
 
 
 def resolve_model(model: ModelConfig, task: Task) -> ModelConfig:
@@ -82,6 +82,12 @@ def build_experiment(cfg: ExperimentConfig, devices: Sequence[jax.Device] | None
     abstract = abstract_like(
         TrainState(boxed.step, nn.unbox(boxed.params), boxed.opt_state), state_sh)
     return Experiment(cfg, task, model, mesh, tx, state_sh, abstract)
+
+
+def fresh_params(exp: Experiment):
+    """The run's initial params (no optimizer state), born sharded: the random-init control."""
+    init = lambda: nn.unbox(init_params(exp.model, exp.task.seq_len, exp.cfg.seed))
+    return jax.jit(init, out_shardings=exp.state_shardings.params)()
 
 
 def fresh_state(exp: Experiment) -> TrainState:

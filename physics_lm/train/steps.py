@@ -104,7 +104,12 @@ def make_eval_step(model: GPT2, task: Task, *, seed: int, batch_size: int,
     return eval_step
 
 
+def init_params(model: GPT2, seq_len: int, seed: int):
+    """Boxed (logically partitioned) initial params: the run's random init, from (seed, init)."""
+    return model.init(stream_key(seed, STREAM_INIT), jnp.zeros((1, seq_len), jnp.int32))["params"]
+
+
 def init_state(model: GPT2, tx: optax.GradientTransformation, seq_len: int, seed: int):
     """Boxed (logically partitioned) initial state; unbox after computing shardings."""
-    params = model.init(stream_key(seed, STREAM_INIT), jnp.zeros((1, seq_len), jnp.int32))["params"]
+    params = init_params(model, seq_len, seed)
     return TrainState(jnp.zeros((), jnp.int32), params, tx.init(nn.unbox(params)))
