@@ -26,8 +26,8 @@ from physics_lm.train.steps import TrainState
 
 def parse_spec(spec: str) -> tuple[Path, int | None]:
     """"WORKDIR[:STEP]" -> (workdir, step or None for the latest)."""
-    path, _, step = spec.rpartition(":") if spec.rpartition(":")[2].isdigit() else (spec, "", "")
-    return Path(path), (int(step) if step else None)
+    path, sep, step = spec.rpartition(":")
+    return (Path(path), int(step)) if sep and step.isdigit() else (Path(spec), None)
 
 
 def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
