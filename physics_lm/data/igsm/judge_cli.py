@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO
 
@@ -43,18 +43,33 @@ def json_lines(f: IO[str]) -> Iterator[tuple[int, dict]]:
                 raise ValueError(f"line {n}: not JSON ({e})") from None
 
 
+def map_lines(inp: str, out: str, fn: Callable[[int, dict], dict]) -> int:
+    """Writes `fn(line number, object)` for every JSONL line of `inp` to `out`; returns the count.
+
+    The loop of every igsm CLI command that turns records into records.
+    """
+    n = 0
+    with open_text(inp, "r") as fin, open_text(out, "w") as fout:
+        for line_no, rec in json_lines(fin):
+            fout.write(json.dumps(fn(line_no, rec), ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
 def run(args: argparse.Namespace) -> int:
     from physics_lm.data.igsm.text.judge import judge
 
-    start, n, n_ok = time.perf_counter(), 0, 0
-    with open_text(args.inp, "r") as fin, open_text(args.out, "w") as fout:
-        for line_no, rec in json_lines(fin):
-            if "problem" not in rec or "solution" not in rec:
-                raise ValueError(f"line {line_no}: needs 'problem' and 'solution'")
-            v = judge(rec["problem"], rec["solution"], rec.get("answer"))
-            n_ok += v.correct
-            fout.write(json.dumps({**rec, **v.to_dict()}, ensure_ascii=False) + "\n")
-            n += 1
+    start, n_ok = time.perf_counter(), 0
+
+    def judged(line_no: int, rec: dict) -> dict:
+        nonlocal n_ok
+        if "problem" not in rec or "solution" not in rec:
+            raise ValueError(f"line {line_no}: needs 'problem' and 'solution'")
+        v = judge(rec["problem"], rec["solution"], rec.get("answer"))
+        n_ok += v.correct
+        return {**rec, **v.to_dict()}
+
+    n = map_lines(args.inp, args.out, judged)
     dt = time.perf_counter() - start
     print(f"judge: {n} lines in {dt:.2f}s, {n_ok} correct ({n_ok / max(n, 1):.1%})",
           file=sys.stderr)

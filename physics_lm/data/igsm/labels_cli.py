@@ -19,11 +19,10 @@ Host only: no JAX. A line whose problem does not parse is an error naming the li
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
-from physics_lm.data.igsm.judge_cli import json_lines, open_text
+from physics_lm.data.igsm.judge_cli import map_lines
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,16 +65,14 @@ def _shortest_order(problem) -> list:
 def run(args: argparse.Namespace) -> int:
     from physics_lm.data.igsm.text.parser import ProblemParseError
 
-    n = 0
-    with open_text(args.inp, "r") as fin, open_text(args.out, "w") as fout:
-        for line_no, rec in json_lines(fin):
-            if not isinstance(rec.get("problem"), str):
-                raise ValueError(f"line {line_no}: needs a 'problem' text")
-            try:
-                labels = labels_of(rec["problem"], rec.get("solution"))
-            except ProblemParseError as e:
-                raise ValueError(f"line {line_no}: the problem does not parse ({e})") from None
-            fout.write(json.dumps(labels, ensure_ascii=False) + "\n")
-            n += 1
+    def labelled(line_no: int, rec: dict) -> dict:
+        if not isinstance(rec.get("problem"), str):
+            raise ValueError(f"line {line_no}: needs a 'problem' text")
+        try:
+            return labels_of(rec["problem"], rec.get("solution"))
+        except ProblemParseError as e:
+            raise ValueError(f"line {line_no}: the problem does not parse ({e})") from None
+
+    n = map_lines(args.inp, args.out, labelled)
     print(f"labels: {n} problems", file=sys.stderr)
     return 0

@@ -11,11 +11,10 @@ no JAX.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
-from physics_lm.data.igsm.judge_cli import add_arguments, json_lines, open_text
+from physics_lm.data.igsm.judge_cli import add_arguments, map_lines
 
 __all__ = ["add_arguments", "run"]
 
@@ -23,18 +22,19 @@ __all__ = ["add_arguments", "run"]
 def run(args: argparse.Namespace) -> int:
     from physics_lm.data.igsm.text.vocab import get_vocab
 
-    start, n = time.perf_counter(), 0
+    start = time.perf_counter()
     vocab = get_vocab()
-    with open_text(args.inp, "r") as fin, open_text(args.out, "w") as fout:
-        for line_no, rec in json_lines(fin):
-            for key in ("problem", "solution", "answer"):
-                if key in rec:
-                    try:
-                        ids = vocab.encode(rec[key])
-                        rec[f"{key}_ids"], rec[f"{key}_decoded"] = ids, vocab.decode(ids)
-                    except ValueError as e:
-                        raise ValueError(f"line {line_no}, {key}: {e}") from None
-            fout.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            n += 1
+
+    def tokenized(line_no: int, rec: dict) -> dict:
+        for key in ("problem", "solution", "answer"):
+            if key in rec:
+                try:
+                    ids = vocab.encode(rec[key])
+                    rec[f"{key}_ids"], rec[f"{key}_decoded"] = ids, vocab.decode(ids)
+                except ValueError as e:
+                    raise ValueError(f"line {line_no}, {key}: {e}") from None
+        return rec
+
+    n = map_lines(args.inp, args.out, tokenized)
     print(f"tokenize: {n} lines in {time.perf_counter() - start:.2f}s", file=sys.stderr)
     return 0
