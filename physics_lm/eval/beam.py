@@ -86,7 +86,7 @@ def beam_search(cfg: ModelConfig, params: Any, prompt_BxP: jax.Array, prompt_len
         parent_N = (jnp.arange(B)[:, None] * K + pick_BxK // V).reshape(N)
         token_N = (pick_BxK % V).reshape(N).astype(jnp.int32)
         was_done = s.done[parent_N]
-        s = _gather_rows(s._replace(step=s.step), parent_N, N)
+        s = _gather_rows(s, parent_N, N)
         logprob = cand_NxV.reshape(B, K * V)[jnp.arange(B)[:, None], pick_BxK].reshape(N)
         rows = jnp.arange(N)
         tokens = s.tokens.at[rows, s.length].set(
