@@ -74,11 +74,18 @@ def rotate(x_BxTxHxK: jax.Array, pos_BxT: jax.Array, base: float) -> jax.Array:
 
 
 def _attend(cfg: ModelConfig, q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, pos_BxT, kpos_BxS, valid_BxS,
-            bias_HxR, dropout):
-    """Mixed values of one query block over its keys (by position), and its attention weights."""
+            bias_HxR, dropout, segments=None):
+    """Mixed values of one query block over its keys (by position), and its attention weights.
+
+    `segments` = (segment_BxT, context_BxT) of a packed row (queries = keys, see `GPT2`)."""
     H, K = cfg.num_heads, cfg.head_dim
     dist_BxTxS = pos_BxT[:, :, None] - kpos_BxS[:, None, :]
     allowed_BxTxS = (dist_BxTxS >= 0) & valid_BxS[:, None, :]
+    if segments is not None:
+        seg_BxT, ctx_BxT = segments
+        same_BxTxS = seg_BxT[:, :, None] == seg_BxT[:, None, :]
+        shared_BxTxS = (seg_BxT[:, None, :] == 0) & (kpos_BxS[:, None, :] < ctx_BxT[:, :, None])
+        allowed_BxTxS = allowed_BxTxS & (same_BxTxS | shared_BxTxS)
     B, T, S = pos_BxT.shape[0], pos_BxT.shape[1], kpos_BxS.shape[1]
     logits_BxHxTxS = jnp.zeros((B, H, T, S), jnp.float32)
     if q_BxTxHxK is not None:
@@ -110,7 +117,7 @@ class Attention(nn.Module):
 
     @nn.compact
     def __call__(self, x_BxTxD: jax.Array, pos_BxT: jax.Array, deterministic: bool,
-                 blockwise: bool = False, return_pattern: bool = False):
+                 blockwise: bool = False, return_pattern: bool = False, segments=None):
         """`(out_BxTxD, pattern_BxHxTxS or None)`: the pattern only when `return_pattern`."""
         cfg, dt = self.cfg, _dtype(self.cfg)
         H, K, D = cfg.num_heads, cfg.head_dim, cfg.d_model
@@ -159,7 +166,7 @@ class Attention(nn.Module):
         else:
             out_BxTxHxK, pattern_BxHxTxS = _attend(
                 cfg, q_BxTxHxK if uses_qk else None, k_BxSxHxK, v_BxSxHxK, pos_BxT, kpos_BxS,
-                valid_BxS, bias_HxR, dropout)
+                valid_BxS, bias_HxR, dropout, segments)
         w_HxKxD = self.param("out_kernel", _init(0.02 / jnp.sqrt(2 * cfg.num_layers),
                                                  ("heads", "kv", "embed")), (H, K, D))
         b_D = self.param("out_bias", _zeros(("embed",)), (D,))
@@ -198,14 +205,14 @@ class Block(nn.Module):
 
     @nn.compact
     def __call__(self, x_BxTxD, pos_BxT, deterministic: bool, blockwise: bool = False,
-                 return_pattern: bool = False):
+                 return_pattern: bool = False, segments=None):
         cfg, dt = self.cfg, _dtype(self.cfg)
         ln = lambda name: nn.LayerNorm(
             1e-5, dtype=dt, name=name,
             scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
             bias_init=_zeros(("norm",)))
         attn_BxTxD, pattern = Attention(cfg, self.decode, name="attn")(
-            ln("ln_1")(x_BxTxD), pos_BxT, deterministic, blockwise, return_pattern)
+            ln("ln_1")(x_BxTxD), pos_BxT, deterministic, blockwise, return_pattern, segments)
         x_BxTxD = x_BxTxD + nn.Dropout(cfg.dropout)(attn_BxTxD, deterministic=deterministic)
         h_BxTxF = nn.Dense(cfg.mlp_dim, dtype=dt, name="fc",
                            kernel_init=_init(0.02, ("embed", "mlp")),
@@ -230,8 +237,19 @@ class GPT2(nn.Module):
 
     @nn.compact
     def __call__(self, tokens_BxT: jax.Array, *, capture: Sequence[str] = (),
-                 deterministic: bool = True, positions_BxT: jax.Array | None = None):
+                 deterministic: bool = True, positions_BxT: jax.Array | None = None,
+                 segments: tuple[jax.Array, jax.Array] | None = None):
+        """`(logits_BxTxV, acts)`.
+
+        `segments = (segment_BxT, context_BxT)` packs several short continuations of one shared
+        context into a row (the V-probe's queries, `probing/igsm_queries.py`): segment 0 is the
+        context, attended causally; a token of segment s > 0 sees its own segment causally and
+        the context tokens at positions < its `context_BxT` (a truncated prefix), nothing else.
+        Give `positions_BxT` with it (each segment continues after its prefix).
+        """
         cfg, dt = self.cfg, _dtype(self.cfg)
+        if segments is not None and (positions_BxT is None or self.decode):
+            raise ValueError("segments need explicit positions_BxT and decode=False")
         known = activation_names(cfg.num_layers)
         unknown = [n for n in capture if n not in known]
         if unknown:
@@ -265,10 +283,10 @@ class GPT2(nn.Module):
             name, want = f"blocks_{i}", f"blocks.{i}.attn.pattern" in capture
             if remat and not want:
                 x_BxTxD = self._remat_block(name, x_BxTxD, positions_BxT, deterministic,
-                                            blockwise)
+                                            blockwise, segments)
             else:
                 x_BxTxD, pattern = Block(cfg, self.decode, name=name)(
-                    x_BxTxD, positions_BxT, deterministic, blockwise, want)
+                    x_BxTxD, positions_BxT, deterministic, blockwise, want, segments)
                 keep(f"blocks.{i}.attn.pattern", pattern)
             keep(f"blocks.{i}.resid_post", x_BxTxD)
         x_BxTxD = nn.LayerNorm(
@@ -284,18 +302,18 @@ class GPT2(nn.Module):
         return logits_BxTxV.astype(jnp.float32), acts
 
     def _remat_block(self, name: str, x_BxTxD: jax.Array, pos_BxT: jax.Array,
-                     deterministic: bool, blockwise: bool) -> jax.Array:
+                     deterministic: bool, blockwise: bool, segments=None) -> jax.Array:
         """Block `name` keeping only its input for the backward pass (`model.remat`)."""
         params = self.variables["params"][name]
         key = None if deterministic or self.cfg.dropout == 0 else self.make_rng("dropout")
         block = Block(self.cfg, parent=None)
 
-        def run(p, x_BxTxD, pos_BxT, key):
+        def run(p, x_BxTxD, pos_BxT, key, segments):
             rngs = {} if key is None else {"dropout": key}
             return block.apply({"params": p}, x_BxTxD, pos_BxT, deterministic, blockwise,
-                               rngs=rngs)[0]
+                               False, segments, rngs=rngs)[0]
 
-        return recompute_in_backward(run, params, x_BxTxD, pos_BxT, key)
+        return recompute_in_backward(run, params, x_BxTxD, pos_BxT, key, segments)
 
 
 def init_cache(model: GPT2, batch_size: int, max_len: int) -> dict:

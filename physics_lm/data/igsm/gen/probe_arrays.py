@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from physics_lm.data.igsm.gen.candidate import Template
+from physics_lm.data.igsm.gen.probe_names import column_slots
 from physics_lm.data.igsm.gen.structure import (
     NI,
     NP,
@@ -21,20 +22,15 @@ from physics_lm.data.igsm.gen.structure import (
     struct_matrix,
 )
 
-N_ALL = 72
 MOD = 23
 
 
 def probe_arrays(tpl: Template, val_97: jax.Array) -> dict[str, jax.Array]:
     """Per-problem arrays: exists/nece [72], known/value/can_next/nece_next [S+1, 72], dep and
-    neighbor [72, 72] (row depends on column), n_params."""
+    neighbor [72, 72] (row depends on column), n_params, question (its column)."""
     possible = jnp.concatenate([inst_possible(tpl.d, tpl.l_D), abs_valid(tpl.d, tpl.l_D),
                                 jnp.zeros(1, jnp.bool_)])
-    idx = jnp.cumsum(possible) - 1
-    slot_of = jnp.full(N_ALL + 1, NP, jnp.int32).at[jnp.where(possible, idx, N_ALL)].set(
-        jnp.arange(NP))[:N_ALL]
-    col_ok = slot_of < NP
-    sl = jnp.minimum(slot_of, NP - 1)
+    sl, col_ok = column_slots(tpl)
     # direct dependencies u -> v (u depends on v), RNG excluded
     ideps = tpl.ideps_48x4
     inst_dep = jnp.any((ideps[:, :, None] == jnp.arange(NP)[None, None, :]) & (ideps[:, :, None]
@@ -69,4 +65,5 @@ def probe_arrays(tpl: Template, val_97: jax.Array) -> dict[str, jax.Array]:
         "probe_dep": jnp.where(col_ok[:, None] & col_ok[None, :], dep[sl][:, sl], False),
         "probe_neighbor": jnp.where(col_ok[:, None] & col_ok[None, :], D[sl][:, sl], False),
         "probe_n_params": jnp.sum(possible),
+        "probe_question": jnp.argmax(col_ok & (sl == tpl.topo_S[jnp.maximum(tpl.n_sol - 1, 0)])),
     }

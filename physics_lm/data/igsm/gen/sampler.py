@@ -39,6 +39,7 @@ from physics_lm.data.igsm.gen.chunked import by_work
 from physics_lm.data.igsm.gen.hyper import target_ops
 from physics_lm.data.igsm.gen.plan import draw_consts, plan_solution, solution_values
 from physics_lm.data.igsm.gen.probe_arrays import probe_arrays
+from physics_lm.data.igsm.gen.probe_names import probe_names
 from physics_lm.data.igsm.gen.render import Rendered, Tables, render
 from physics_lm.data.igsm.gen.structure import NI, D, W
 from physics_lm.data.igsm.gen.template_hash import N_BINS, max_sketch_bytes, template_bins
@@ -225,6 +226,7 @@ def finish_row(seed: jax.Array, t: Template, cand_seed: jax.Array, cfg: SamplerC
     }
     if cfg.with_probes:
         out.update(probe_arrays(t, val))
+        out.update(probe_names(t, rd.item_frag_4x4, rd.cat_frag_4, tables))
     return out
 
 
