@@ -43,11 +43,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.update(eval_batches=8)
     c.eval.update(n_generate=256, n_dp=64, n_entropy=64, decode_batch=128, control=True)
     c.probe.update(steps=2000, batch_size=32, eval_batches=8)
+    c.attention.update(n_rows=64, batch_size=8)
     if smoke:
         c.train.update(batch_size=8, num_steps=4, log_every=1, eval_every=4, eval_batches=1,
                        checkpoint_every=2, keep_checkpoints=2)
         c.eval.update(n_generate=16, n_dp=8, n_entropy=8, decode_batch=16)
         c.probe.update(steps=20, batch_size=8, eval_batches=2)
+        c.attention.update(n_rows=8, batch_size=8)
     return c
 
 

@@ -22,8 +22,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.update(batch_size=8, num_steps=steps, log_every=max(steps // 30, 1),
                    eval_every=max(steps // 4, 1), checkpoint_every=max(steps // 4, 1),
                    keep_checkpoints=2)
-    # mode=eval / mode=probe on the trained workdir: sizes that finish in minutes on a CPU.
+    # mode=eval / probe / attention on the trained workdir: sizes that finish in minutes on a CPU.
     c.eval.update(n_generate=64, n_dp=32, n_entropy=32, decode_batch=64, temperatures=(1.0,),
                   control=True)
     c.probe.update(steps=300, batch_size=8, eval_batches=4, num_heads=4, rank=16, log_every=50)
+    c.attention.update(n_rows=32, batch_size=8)
     return c

@@ -1,4 +1,4 @@
-"""The analysis modes (`eval`, `sample`, `probe`) for any task family.
+"""The analysis modes (`eval`, `sample`, `probe`, `attention`) for any task family.
 
   python -m physics_lm.main --config=CONFIG --config.mode=eval --workdir=RUN
 
@@ -90,7 +90,7 @@ def write_outputs(doc: dict[str, Any], out_dir: Path, family: str) -> dict[str, 
 
 
 def run_analysis(cfg: ExperimentConfig, workdir: str | Path) -> dict[str, Any]:
-    """Runs `cfg.mode` (eval, sample or probe) on the run in `workdir`; see module docstring.
+    """Runs the analysis `cfg.mode` on the run in `workdir`; see the module docstring.
 
     Returns the doc's scalars flattened ("a/b/c": value) plus the written paths ("path/<name>").
     """

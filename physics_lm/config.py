@@ -116,6 +116,7 @@ class ExperimentConfig:
     eval: Any = None
     probe: Any = None
     sample: Any = None
+    attention: Any = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True, default=_jsonable)
@@ -254,7 +255,7 @@ def _check_mesh(mesh: MeshConfig, batch_size: int, grad_accum: int) -> None:
 
 
 def _analysis_sections(raw: Mapping[str, Any], family: str) -> dict[str, Any]:
-    """The eval/probe/sample sections, parsed by the task family's settings (modes.py)."""
+    """The eval/probe/sample/attention sections, parsed by the task family's settings (modes.py)."""
     from physics_lm import modes
 
     out = {}

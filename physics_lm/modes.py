@@ -1,12 +1,13 @@
 """What each `cfg.mode` runs, and which task family answers each analysis mode.
 
-`train` is the same for every task. The analysis modes (`eval`, `sample`, `probe`) ask a question
-whose answer depends on the data family (a CFG string is judged by membership, an iGSM solution
-by the judge), so each family registers a `Handler` per mode here (big_vision's `evaluators/`
-idea): the mode loads the trained run, finds `HANDLERS[mode][family]`, calls it and writes
-`workdir/<mode>/<family>.json`. Adding a family means adding rows, never editing another family's
-code. The handler's `settings` dataclass is the mode's config section; `config.from_config_dict`
-validates it at load time whatever the mode, so a typo in `eval` fails before a long training run.
+`train` is the same for every task. The analysis modes (`eval`, `sample`, `probe`, `attention`)
+ask a question whose answer depends on the data family (a CFG string is judged by membership, an
+iGSM solution by the judge), so each family registers a `Handler` per mode here (big_vision's
+`evaluators/` idea): the mode loads the trained run, finds `HANDLERS[mode][family]`, calls it
+and writes `workdir/<mode>/<family>.json`. Adding a family means adding rows, never editing
+another family's code. The handler's `settings` dataclass is the mode's config section;
+`config.from_config_dict` validates it at load time whatever the mode, so a typo in `eval` fails
+before a long training run.
 
 This module imports no JAX: the config boundary uses it.
 """
@@ -26,8 +27,9 @@ MODES = {
     "eval": "physics_lm.analysis:run_analysis",
     "sample": "physics_lm.analysis:run_analysis",
     "probe": "physics_lm.analysis:run_analysis",
+    "attention": "physics_lm.analysis:run_analysis",
 }
-ANALYSIS_MODES = ("eval", "sample", "probe")
+ANALYSIS_MODES = ("eval", "sample", "probe", "attention")
 
 # mode -> task family -> "module:ATTRIBUTE" of a `Handler`.
 HANDLERS: dict[str, dict[str, str]] = {
@@ -35,6 +37,7 @@ HANDLERS: dict[str, dict[str, str]] = {
              "igsm": "physics_lm.eval.igsm_eval:EVALUATOR"},
     "sample": {"cfg": "physics_lm.eval.cfg_sample:SAMPLER"},
     "probe": {"cfg": "physics_lm.probing.cfg_run:PROBE"},
+    "attention": {"cfg": "physics_lm.eval.cfg_attention_run:ATTENTION"},
 }
 
 
@@ -63,7 +66,7 @@ def _import(target: str) -> Any:
 
 
 def mode_function(mode: str) -> Callable[..., Any]:
-    """The `(cfg, workdir)` function of `mode` (the train/eval/probe/sample entry points)."""
+    """The `(cfg, workdir)` function of `mode` (train, or an analysis mode)."""
     if mode not in MODES:
         raise ConfigError(f"mode={mode!r}: must be one of {tuple(MODES)}")
     return _import(MODES[mode])

@@ -98,6 +98,9 @@ def test_evaluate_and_sample_checkpoint_end_to_end(tmp_path):
     # true sampler's strings all pass the same checker.
     assert res["generation"]["cut0"]["T1"]["accuracy"] < 0.5
     assert res["truth"]["accuracy"] == 1.0
+    sub = res["diversity"]["subtrees"]["T1"]  # parsed: exactly the valid cut0 generations
+    assert sub["n_strings"] == round(8 * res["generation"]["cut0"]["T1"]["accuracy"])
+    assert [lv["level"] for lv in sub["levels"]] == list(range(6))
     d = res["distribution"]
     assert d["kl"] > 0.0 and len(d["kl_by_position"]) == 64 and d["n_rows"] == 8 * 64
     assert d["entropy_model"] > d["entropy_true"]  # near-uniform model vs a sharp grammar

@@ -16,6 +16,7 @@ unknown key or a bad value is a ConfigError naming it). `EVALUATOR` registers it
   corrupt_rate=-1.0     per-token flip rate of the test prefixes; < 0 = the task's corrupt_rate
   seed=0                eval randomness (fresh strings, corruption, sampling)
   control=False         also evaluate the random-init model (the "memorised nothing" row)
+  subtrees=True         subtree diversity of the cut0 generations (parses every valid one)
   step=-1               checkpoint step; -1 = latest
   plots=True            write eval/*.png when matplotlib is importable
 
@@ -31,6 +32,11 @@ Metrics (`evaluate_cfg`'s dict; "T1" is temperature 1, "T0.1" 0.1):
     truth.nll_true = mean -log P_true(s) of true strings, the Monte-Carlo estimate of the
     grammar's string entropy H(p): a model that collapses onto frequent strings has
     nll_model < H(p); one that spreads its mass badly has nll_true > H(p).
+  diversity.subtrees.T*: the paper's diversity measure on the valid cut0 generations at each
+    temperature versus as many of the true strings behind the cut prefixes: per NT of every
+    level, distinct subtrees (substrings it derives in one parse) and the birthday-paradox
+    support estimate from collisions (eval/cfg_diversity.py); distinct_ratio = distinct
+    generated subtrees / distinct true ones over levels >= 1.
   truth: accuracy of the true sampler's strings (must be 1: a check of the checker), nll_true,
     nll_true_per_token, mean_len, distinct_frac.
   distribution: kl = demo2's KL(true || model) per row (eps=1e-5), averaged over the rows of a
@@ -66,6 +72,7 @@ from physics_lm.data.cfg.grammar import Grammar
 from physics_lm.data.cfg.repair import min_prefix_repairs
 from physics_lm.data.cfg.sampler import sample_strings
 from physics_lm.data.cfg.task import CFGTask, corrupt_tokens
+from physics_lm.eval.cfg_diversity import subtree_diversity
 from physics_lm.eval.decode import completions, generate
 from physics_lm.eval.plots import write_plots
 from physics_lm.models.gpt2 import GPT2
@@ -89,6 +96,7 @@ class EvalConfig:
     corrupt_rate: float = -1.0
     seed: int = 0
     control: bool = False
+    subtrees: bool = True
     step: int = -1
     plots: bool = True
 
@@ -193,9 +201,10 @@ def generation_metrics(model_cfg: ModelConfig, params: Any, grammar: Grammar,
                        prefixes: list[list[int]], key: jax.Array, temperature: float,
                        ec: EvalConfig, max_total: int, *, wildcard: bool = False,
                        with_entropy: bool = False,
-                       flips: list[int] | None = None) -> dict[str, Any]:
-    """Accuracy and diversity of generations after `prefixes` (module docstring); with
-    `wildcard` and `flips` (tokens flipped per prefix) also the repair-based scores."""
+                       flips: list[int] | None = None) -> tuple[dict[str, Any], list]:
+    """(metrics, valid strings): accuracy and diversity of generations after `prefixes`
+    (module docstring); with `wildcard` and `flips` (tokens flipped per prefix) also the
+    repair-based scores."""
     strings, eos, logp = sample_from_prefixes(model_cfg, params, grammar, prefixes, key,
                                               temperature, ec, max_total)
     wild = [len(p) for p in prefixes] if wildcard else None
@@ -214,7 +223,7 @@ def generation_metrics(model_cfg: ModelConfig, params: Any, grammar: Grammar,
     if with_entropy:
         good = [s for s, v in zip(strings, valid, strict=True) if v][: ec.n_entropy]
         out.update(nll_true=_string_nll(grammar, good), n_entropy=len(good))
-    return out
+    return out, [s for s, v in zip(strings, valid, strict=True) if v]
 
 
 def distribution_metrics(model_cfg: ModelConfig, params: Any, grammar: Grammar,
@@ -269,19 +278,22 @@ def evaluate_cfg(model_cfg: ModelConfig, params: Any, task: CFGTask, ec: EvalCon
     gen_key = lambda t: jax.random.fold_in(k_gen, round(t * 1e4))
     base = true_strings(g, k_base, ec.n_generate)
     cut = [s[: ec.prefix_len] for s in base]
-    memo: dict[tuple, dict] = {}
+    memo: dict[tuple, tuple[dict, list]] = {}
 
     def run(kind: int, prefixes, t: float, **kw) -> dict:
         if (kind, t) not in memo:
             memo[kind, t] = generation_metrics(model_cfg, params, g, prefixes, gen_key(t),
                                                t, ec, max_total, **kw)
-        return memo[kind, t]
+        return memo[kind, t][0]
 
     out: dict[str, Any] = {"grammar": g.name, "max_total_len": max_total}
     out["generation"] = {
         "cut0": {tkey(t): run(0, [[]] * ec.n_generate, t, with_entropy=True)
                  for t in ec.temperatures},
         f"cut{ec.prefix_len}": {tkey(t): run(1, cut, t) for t in ec.temperatures}}
+    if ec.subtrees:  # the valid cut0 generations vs the true strings behind the cut prefixes
+        out["diversity"] = {"subtrees": {tkey(t): subtree_diversity(g, memo[0, t][1], base)
+                                         for t in ec.temperatures}}
     truth = true_strings(g, k_dp, ec.n_dp)
     ok = membership.check_strings(g, truth)
     out["truth"] = {"accuracy": float(ok.mean()), "nll_true": _string_nll(g, truth[: ec.n_entropy]),

@@ -33,7 +33,7 @@ RESUMABLE_KEYS = ("train.log_every", "train.eval_every", "train.eval_batches",
                   "train.checkpoint_every", "train.keep_checkpoints",
                   "train.peak_flops_per_device", "train.device_memory_bytes",
                   "train.analysis_every", "mesh", "eval",
-                  "probe", "sample", "extra")
+                  "probe", "sample", "attention", "extra")
 
 
 class NonFiniteLossError(RuntimeError):
