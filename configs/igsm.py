@@ -51,6 +51,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.optim.update(lr=5e-3, warmup_steps=10, weight_decay=0.05, grad_accum=1)
         c.train.update(batch_size=16, num_steps=150, log_every=10, eval_every=150,
                        eval_batches=2, checkpoint_every=150)
+        c.probe.update(steps=30, batch_size=8, lr=3e-3, eval_batches=1, queries=3,
+                       ood_ops=(8,), delta="shared", depth_steps=10, log_every=10)
     if a.get("scaled") == "1":  # the paper's trends on a CPU: ops <= 6, a 6-layer width-128 model
         c.task.update(preset="custom", max_op=6, max_edge=10, seq_len=464)
         c.model = common.model(6, 4, 128, max_len=464, compute_dtype="float32")

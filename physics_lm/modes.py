@@ -36,7 +36,8 @@ HANDLERS: dict[str, dict[str, str]] = {
     "eval": {"cfg": "physics_lm.eval.cfg_eval:EVALUATOR",
              "igsm": "physics_lm.eval.igsm_eval:EVALUATOR"},
     "sample": {"cfg": "physics_lm.eval.cfg_sample:SAMPLER"},
-    "probe": {"cfg": "physics_lm.probing.cfg_run:PROBE"},
+    "probe": {"cfg": "physics_lm.probing.cfg_run:PROBE",
+              "igsm": "physics_lm.probing.igsm_run:PROBE"},
     "attention": {"cfg": "physics_lm.eval.cfg_attention_run:ATTENTION"},
 }
 

@@ -51,3 +51,28 @@ def load_config():
     """`load_config("quickstart", "steps=10")` -> configs/quickstart.py's get_config(arg)."""
     return lambda stem, arg=None: importlib.import_module(
         f"physics_lm.configs.{stem}").get_config(arg)
+
+
+@pytest.fixture(scope="session")
+def igsm_smoke_run(load_config, tmp_path_factory):
+    """`igsm_smoke_run(dest)`: copies a 4-step `configs/igsm.py:smoke` run (trained once per
+    session) to `dest` and returns its config dict; analysis tests share the training."""
+    import shutil
+
+    from physics_lm.config import from_config_dict
+    from physics_lm.train.trainer import train_and_evaluate
+
+    def config():
+        c = load_config("igsm", "smoke")
+        c.train.update(num_steps=4, checkpoint_every=4)
+        c.optim.warmup_steps = 1
+        return c
+
+    src = tmp_path_factory.mktemp("igsm_smoke_run")
+    train_and_evaluate(from_config_dict(config()), src)
+
+    def copy(dest: Path):
+        shutil.copytree(src, dest, dirs_exist_ok=True)
+        return config()
+
+    return copy

@@ -13,7 +13,6 @@ from physics_lm.config import ModelConfig, from_config_dict
 from physics_lm.data.igsm import cells as cells_lib
 from physics_lm.eval import igsm_eval
 from physics_lm.eval.decode import DecodeResult
-from physics_lm.train.trainer import train_and_evaluate
 
 
 def _smoke(load_config, mode="train", **eval_section):
@@ -65,8 +64,9 @@ def test_oracle_decoder_is_judged_correct_in_every_cell(load_config, monkeypatch
     assert doc["cells"]["op=8"]["op_mean"] == 8.0
 
 
-def test_eval_mode_writes_generations_that_recount_to_the_summary(load_config, tmp_path):
-    train_and_evaluate(_smoke(load_config), tmp_path)
+def test_eval_mode_writes_generations_that_recount_to_the_summary(load_config, tmp_path,
+                                                                  igsm_smoke_run):
+    igsm_smoke_run(tmp_path)
     out = run_analysis(_smoke(load_config, "eval", control=True), tmp_path)
     doc = json.loads((tmp_path / "eval" / "igsm.json").read_text())
     rows = [json.loads(line) for line in

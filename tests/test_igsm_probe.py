@@ -5,6 +5,7 @@ embedding update (shuffled labels are not), and the frozen model never changes."
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import flax.linen as nn
 import jax
@@ -18,7 +19,7 @@ from physics_lm.data.igsm.text.parser import parse_problem
 from physics_lm.data.igsm.text.probe_labels import pair_labels, row_labels
 from physics_lm.data.igsm.text.vocab import get_vocab, host_texts
 from physics_lm.models.gpt2 import GPT2
-from physics_lm.probing import igsm_probe
+from physics_lm.probing import igsm_probe, igsm_run
 from physics_lm.probing import igsm_queries as iq
 from physics_lm.probing import train_probe as tp
 
@@ -175,3 +176,45 @@ def test_planted_feature_is_recovered_and_shuffled_labels_are_not(pool):
     noise, params = _from_pool(pool, shuffled)
     _, res = _fit(noise, params, 100)
     assert res["linear"]["acc"][0, 0] <= res["baseline"]["majority"][0] + 0.03
+
+
+def test_eval_splits_are_test_bins_in_and_out_of_distribution():
+    splits = igsm_run.eval_tasks(dataclasses.replace(TASK, split="train"), ())
+    assert list(splits) == ["id", "op=9", "op=10", "op=11", "op=12"]  # max_op 4: M+5..M+8
+    for name, t in splits.items():
+        assert t.split == "test" and t.with_probes and t.op == (None if name == "id" else
+                                                                 int(name[3:]))
+        assert t.seq_len >= max(TASK.seq_len, t.min_seq_len)
+    assert list(igsm_run.eval_tasks(TASK, (7,))) == ["id", "op=7"]
+
+
+def test_depth_table_buckets_by_distance():
+    q = {"dist": np.array([0, 1, 1, 2, 12]), "label": np.array([1, 1, 0, 1, 0]),
+         "pred": np.array([[1, 1, 1, 0, 0], [0, 0, 0, 0, 0]])}
+    table = igsm_run.depth_table(q)
+    assert table["n"] == [1, 2, 1, 0, 0, 0, 0, 0, 0, 1]
+    assert table["acc"][0][:4] == [1.0, 0.5, 0.0, None] and table["acc"][0][9] == 1.0
+    assert table["acc"][1][:3] == [0.0, 0.5, 0.0]
+
+
+def test_probe_mode_writes_every_task_and_the_control(tmp_path, igsm_smoke_run, monkeypatch):
+    from physics_lm.analysis import run_analysis
+    from physics_lm.config import from_config_dict
+
+    c = igsm_smoke_run(tmp_path)
+    c.mode = "probe"
+    c.probe.update(depth=False, steps=10)  # the depth fit is the same code on all layers
+    # one scored split: every split runs the same jitted eval (a sampler compile each)
+    monkeypatch.setattr(igsm_run, "eval_tasks", lambda task, ops: {
+        "id": dataclasses.replace(task, split="test", with_probes=True)})
+    out = run_analysis(from_config_dict(c), tmp_path)
+    doc = json.loads((tmp_path / "probe" / "igsm.json").read_text())
+    assert out["step"] == 4 and doc["splits"] == ["id"]
+    for task in iq.TASKS:
+        cell = doc["results"][task]["id"]
+        assert 0 <= cell["majority"] <= 1
+        for model in ("trained", "control"):
+            assert cell[model]["n"] > 0 and 0 <= cell[model]["acc"] <= 1
+            key = "acc_known" if task == "value" else "acc_pos"
+            assert key in cell[model]
+    assert "depth" not in doc and (tmp_path / "probe" / "probe_accuracy.png").exists()

@@ -14,6 +14,7 @@ The `probe` config section (`ProbeSettings`; all optional, validated at config l
   warmup_steps 100
   eval_batches 8      held-out batches of `batch_size` rows for the accuracies
   kinds ["linear", "multi"]  "multi" = the paper's multi-head linear probe
+  schedule "cosine"   or "linear" (lr to 0, no warmup); weight_decay 0.0 (AdamW when > 0)
   num_heads 16, rank 32      multi-linear heads and rank per head
   max_offset 128      multi-linear relative offsets are clipped here
   remat True          recompute multi-linear pooling in the backward pass (memory)
@@ -56,6 +57,8 @@ class ProbeSettings:
     warmup_steps: int = tp.FitSettings.warmup_steps
     eval_batches: int = tp.FitSettings.eval_batches
     kinds: tuple[str, ...] = heads.KINDS
+    schedule: str = tp.FitSettings.schedule
+    weight_decay: float = tp.FitSettings.weight_decay
     num_heads: int = tp.FitSettings.num_heads
     rank: int = tp.FitSettings.rank
     max_offset: int = tp.FitSettings.max_offset
@@ -73,6 +76,9 @@ class ProbeSettings:
         if not self.lr > 0 or self.warmup_steps < 0:
             raise ConfigError(f"probe.lr/warmup_steps={(self.lr, self.warmup_steps)!r}: need "
                               "lr > 0 and warmup_steps >= 0")
+        if self.schedule not in tp.SCHEDULES or self.weight_decay < 0:
+            raise ConfigError(f"probe.schedule/weight_decay={(self.schedule, self.weight_decay)!r}"
+                              f": schedule one of {tp.SCHEDULES}, weight_decay >= 0")
         kinds = self.kinds
         if not kinds or any(k not in heads.KINDS for k in kinds) or len(set(kinds)) != len(kinds):
             raise ConfigError(f"probe.kinds={list(kinds)!r}: a non-empty subset of {heads.KINDS}")

@@ -76,6 +76,8 @@ class FitSettings:
     warmup_steps: int = 100
     eval_batches: int = 8
     kinds: tuple[str, ...] = heads_lib.KINDS
+    schedule: str = "cosine"  # or "linear": from lr to 0, no warmup (Part 2.1's V-probe)
+    weight_decay: float = 0.0
     num_heads: int = 16
     rank: int = 32
     max_offset: int = 128
@@ -92,11 +94,23 @@ class ProbeState:
     norm: Any  # {"mean_NxD", "std_NxD"}: feature standardisation, measured at step 0
 
 
+SCHEDULES = ("cosine", "linear")
+
+
 def make_optimizer(s: FitSettings) -> optax.GradientTransformation:
-    """Adam, warmup then cosine decay to lr/10: fresh data each step, so no weight decay."""
-    warmup = min(s.warmup_steps, s.steps)
-    sched = optax.warmup_cosine_decay_schedule(0.0, s.lr, warmup, max(s.steps, warmup + 1),
-                                               s.lr * 0.1)
+    """Adam(W). "cosine": warmup then cosine decay to lr/10 (fresh data each step, so weight
+    decay is optional); "linear": lr decayed linearly to 0 over `steps`, no warmup (the paper's
+    V-probe recipe, with weight decay 0.01)."""
+    if s.schedule == "linear":
+        sched = optax.linear_schedule(s.lr, 0.0, max(s.steps, 1))
+    elif s.schedule == "cosine":
+        warmup = min(s.warmup_steps, s.steps)
+        sched = optax.warmup_cosine_decay_schedule(0.0, s.lr, warmup, max(s.steps, warmup + 1),
+                                                   s.lr * 0.1)
+    else:
+        raise ValueError(f"schedule={s.schedule!r}: one of {SCHEDULES}")
+    if s.weight_decay:
+        return optax.adamw(sched, weight_decay=s.weight_decay)
     return optax.adam(sched)
 
 
@@ -128,7 +142,7 @@ def per_probe_loss(logits_NxBxTxGxC: jax.Array, labels_BxTxG: jax.Array) -> jax.
     return total_NxG / jnp.maximum(jnp.sum(valid_BxTxG, axis=(0, 1)), 1)
 
 
-def _normalise(feats_NxBxTxD: jax.Array, norm: dict[str, jax.Array]) -> jax.Array:
+def normalise(feats_NxBxTxD: jax.Array, norm: dict[str, jax.Array]) -> jax.Array:
     return (feats_NxBxTxD - norm["mean_NxD"][:, None, None]) / norm["std_NxD"][:, None, None]
 
 
@@ -139,9 +153,11 @@ def feature_stats(feats_NxBxTxD: jax.Array, labels_BxTxG: jax.Array) -> dict[str
     mean_NxD = jnp.einsum("nbtd,bt->nd", feats_NxBxTxD, w_BxT) / n
     var_NxD = jnp.einsum("nbtd,bt->nd", (feats_NxBxTxD - mean_NxD[:, None, None]) ** 2,
                          w_BxT) / n
-    # A floor relative to the layer's typical scale: a (nearly) constant dimension stays ~0
-    # instead of turning float noise into a huge feature.
-    floor_Nx1 = 1e-3 * jnp.sqrt(jnp.mean(var_NxD, axis=-1, keepdims=True)) + 1e-12
+    # A floor relative to the layer's typical scale (its RMS): a (nearly) constant dimension
+    # stays ~0 instead of turning float noise into a huge feature -- also when the whole layer
+    # is constant on the labelled positions (the V-probe's <end> token at the embedding).
+    rms_Nx1 = jnp.sqrt(jnp.mean(var_NxD + mean_NxD**2, axis=-1, keepdims=True))
+    floor_Nx1 = 1e-3 * rms_Nx1 + 1e-12
     return jax.lax.stop_gradient({"mean_NxD": mean_NxD, "std_NxD": jnp.sqrt(var_NxD) + floor_Nx1})
 
 
@@ -165,7 +181,7 @@ def make_train_step(problem: ProbeProblem, tx: optax.GradientTransformation, s: 
             feats = problem.features_fn(params["features"], frozen, batch.inputs)
             norm = jax.tree.map(lambda new, old: jnp.where(state.step == 0, new, old),
                                 feature_stats(feats, batch.labels), state.norm)
-            logits = heads_lib.apply_heads(params["heads"], _normalise(feats, norm), cmask_GxC,
+            logits = heads_lib.apply_heads(params["heads"], normalise(feats, norm), cmask_GxC,
                                            remat=s.remat)
             losses = {k: per_probe_loss(v, batch.labels) for k, v in logits.items()}
             return sum(jnp.sum(v) for v in losses.values()), (losses, norm)
@@ -193,7 +209,7 @@ def make_eval_step(problem: ProbeProblem, s: FitSettings, batch_size: int,
     def eval_step(state: ProbeState, frozen: Any, i: jax.Array):
         batch = batch_constraint(problem.sample_fn(jax.random.fold_in(eval_key, i), batch_size))
         feats = problem.features_fn(state.params["features"], frozen, batch.inputs)
-        logits = heads_lib.apply_heads(state.params["heads"], _normalise(feats, state.norm),
+        logits = heads_lib.apply_heads(state.params["heads"], normalise(feats, state.norm),
                                        cmask_GxC, remat=s.remat)  # remat = sequential here
         valid_BxTxG = batch.labels >= 0
         focus_BxTxG = batch.focus & valid_BxTxG
