@@ -59,6 +59,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.optim.update(lr=2e-3, warmup_steps=100, weight_decay=0.05, grad_accum=1)
         c.train.update(batch_size=32, num_steps=3000, log_every=25, eval_every=250,
                        eval_batches=2, checkpoint_every=250, keep_checkpoints=3)
+        # V-probe at CPU scale: one shared ΔE, 3 queries per task and problem (~40 min here)
+        c.probe.update(steps=200, batch_size=8, lr=3e-3, eval_batches=16, queries=3,
+                       delta="shared", ood_ops=(11, 14), depth_steps=100, mistakes=64,
+                       log_every=25)
     return c
 
 

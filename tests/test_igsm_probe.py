@@ -218,3 +218,50 @@ def test_probe_mode_writes_every_task_and_the_control(tmp_path, igsm_smoke_run, 
             key = "acc_known" if task == "value" else "acc_pos"
             assert key in cell[model]
     assert "depth" not in doc and (tmp_path / "probe" / "probe_accuracy.png").exists()
+
+
+def test_own_mistake_queries_sit_before_the_first_wrong_step(sampled):
+    """A generation that starts with the question's sentence (not computable yet) gets one
+    query about that parameter at <solution>, labelled along the generation (SPEC §15); its
+    packed features equal the truncated forward pass."""
+    from physics_lm.eval.igsm_eval import _judged
+    from physics_lm.probing import igsm_mistakes
+
+    batch, _ = sampled
+    v = get_vocab()
+    b = next(i for i in range(N_ROWS) if batch.labels["valid"][i] and batch.labels["op"][i] >= 2
+             and not batch.labels["overflow"][i])
+    problem_text, _, solution, answer = host_texts(v, batch.tokens[b])
+    problem = parse_problem(problem_text)
+    first = solution.split(" as ", 1)  # "Define <name> as x; so x = ..."
+    assert first[0].startswith("Define ") and first[0][7:] != problem.name(problem.question)
+    wrong = f"Define {problem.name(problem.question)} as {first[1]}"  # computed too early
+    sol = int(batch.labels["sol_pos"][b])
+    prompt_ids = batch.tokens[b, :sol + 1].tolist()
+    gen_ids = [*v.encode(wrong), v.ans_id, *v.encode(answer), v.eos_id]
+    row = _judged("op=4", problem_text, v.decode(prompt_ids), v.decode(gen_ids), wrong, answer,
+                  int(batch.labels["op"][b]), True)
+    assert row["error_kind"] == "not_computable" and row["first_error"] == 0, row
+    ids, queries = igsm_mistakes._queries(row)
+    assert ids[:sol + 1] == prompt_ids and len(queries) == 1
+    q = queries[0]
+    assert q["pos"] == sol and q["name"] == problem.name(problem.question)
+    host = row_labels(problem, wrong)
+    col = problem.param_index[problem.question]
+    assert q["labels"] == {t: int(getattr(host, t)[0, col]) for t in igsm_mistakes.ROW_PROBES}
+    assert q["labels"]["can_next"] == 0 and q["labels"]["known"] == 0
+
+    cfg = ModelConfig(num_layers=2, d_model=32, num_heads=2, d_mlp=64,
+                      vocab_size=TASK.vocab_size, pos="rotary", max_len=512)
+    model = GPT2(cfg)
+    params = nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"])
+    packed = igsm_mistakes._host_batch([(ids, q)], 384, 17, 1)
+    packed = jax.tree.map(lambda x: x[:, 0], packed)
+    _, acts = model.apply({"params": params}, packed.tokens, capture=("final",),
+                          positions_BxT=packed.positions,
+                          segments=(packed.segments, packed.context))
+    name = v.encode(q["name"])
+    seq = jnp.asarray([[*ids[:sol + 1], v.start_id, *name, v.end_id]])
+    _, ref = model.apply({"params": params}, seq, capture=("final",))
+    np.testing.assert_allclose(np.asarray(acts["final"][0, packed.end[0, 0]]),
+                               np.asarray(ref["final"][0, -1]), atol=2e-5)
