@@ -370,3 +370,17 @@ def test_eval_cells_of_a_retry_packed_task_are_plain_problems():
     train = dataclasses.replace(WEAK_PACKED, split="train")
     assert train.heldout() == dataclasses.replace(WEAK_PACKED, split="test")
     assert WEAK_PACKED.name == "igsm_med_retry_weak0.5_maskprefix_pack_pq_all"
+
+
+def test_sample_cli_retry_flags_are_validated_before_compiling(capsys):
+    from physics_lm.data.igsm.__main__ import main
+    from physics_lm.data.igsm.sample_cli import _retry_fields
+
+    assert main(["sample", "--n", "1", "--retry", "retry", "--out", "-"]) == 2
+    assert "--retry_rate" in capsys.readouterr().err
+    assert main(["sample", "--n", "1", "--retry", "retry_weak", "--retry_rate", "0.9",
+                 "--out", "-"]) == 2
+    assert "retry_rate: 0.9" in capsys.readouterr().err
+    fields = _retry_fields(RETRY, "Define A's B as BACK. Define A's C as x; so x = 3.", 1)
+    assert fields == {"retry_kind": "retry", "retry_rate": 0.5, "n_back": 1,
+                      "solution_clean": "Define A's C as x; so x = 3."}
