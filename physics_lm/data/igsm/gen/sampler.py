@@ -233,12 +233,12 @@ def finish_row(seed: jax.Array, t: Template, cand_seed: jax.Array, cfg: SamplerC
         "n_mentioned_params": _n_mentioned(t),
         "template": t,
     }
-    if cfg.with_probes:
-        out.update(probe_arrays(t, val))
     if backs is not None:  # retry data; the probe arrays keep describing the correct sentences
         out.update(n_back=jnp.sum(backs.slot_N >= 0), back_capped=backs.capped,
                    back_count=backs.count_S, back_candidates=backs.n_cand_S,
                    back_tok=rd.back_tok_Nx3)
+    if cfg.with_probes:
+        out.update(probe_arrays(t, val))
     return out
 
 
