@@ -11,7 +11,7 @@ construction time, so the rendered ids equal `vocab.encode(text)` of the officia
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -21,10 +21,12 @@ from physics_lm.data.igsm.gen import rand, streams
 from physics_lm.data.igsm.gen.candidate import Template
 from physics_lm.data.igsm.gen.layout import FragmentTable, assemble
 from physics_lm.data.igsm.gen.plan import Consts, Plan, operands
-from physics_lm.data.igsm.gen.retry import Backs
 from physics_lm.data.igsm.gen.structure import NI, SLOT_I, SLOT_J, SLOT_K, SLOT_KIND
 from physics_lm.data.igsm.text import names
 from physics_lm.data.igsm.text.vocab import Vocab
+
+if TYPE_CHECKING:  # retry.py is a stage before this one; only its output type is named here
+    from physics_lm.data.igsm.gen.retry import Backs
 
 STEP_SLOTS = 20
 POOL_W = 20

@@ -29,7 +29,6 @@ import jax.numpy as jnp
 
 from physics_lm.data.igsm.gen import rand, streams
 from physics_lm.data.igsm.gen.candidate import Template
-from physics_lm.data.igsm.gen.probe_arrays import N_ALL
 from physics_lm.data.igsm.gen.structure import (
     NI,
     NP,
@@ -42,6 +41,7 @@ from physics_lm.data.igsm.gen.structure import (
 RETRY_KINDS = ("none", "retry", "retry_weak", "retry_miss")
 MAX_RATE = 0.75  # the pool grows as 1/(1-p)^2; the papers' grids stop at 0.5
 SCAN_PICKS = 24  # `ordered_picks`: a loop up to this many BACK slots, ranks beyond
+N_ALL = 72  # `all_param` columns: at most 48 instance pairs + 24 abstract parameters (SPEC §22)
 
 
 class Backs(NamedTuple):
