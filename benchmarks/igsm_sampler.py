@@ -3,6 +3,7 @@
     python benchmarks/igsm_sampler.py [--batch 1024] [--calls 5] [--splits train,all]
                                       [--cores 1] [--share smoke:16,depth20:4] [--json PATH]
     python benchmarks/igsm_sampler.py --stats 20000 [--preset med] [--op K]
+    python benchmarks/igsm_sampler.py --retry retry:0.5 ...   (Part 2.2 retry data, mask mistake)
 
 Default mode: jit the sampler once per preset and split, time several calls with
 block_until_ready and print problems per wall-second and per CPU-second of this process (all XLA
@@ -45,9 +46,13 @@ from physics_lm.train.trainer import jit_steps
 OFFICIAL = {"med": 47.8, "hard": 31.6}  # problems/s/core, official generator, SPEC §21
 
 
+RETRY = ("none", 0.0)  # (kind, rate) of every timed sampler, from --retry
+
+
 def _fn(preset: str, batch: int, op: int | None, seq_len: int, bins):
     max_op, max_edge = PRESETS[preset]
-    cfg = SamplerConfig(max_op, max_edge, op, "pq", bins, seq_len)
+    cfg = SamplerConfig(max_op, max_edge, op, "pq", bins, seq_len, retry=RETRY[0],
+                        retry_rate=RETRY[1])
     tb = Tables(get_vocab())
     return jax.jit(lambda k: sample_arrays(k, batch, cfg, tb))
 
@@ -64,7 +69,8 @@ def _timed(fn, calls: int) -> tuple[float, float, list]:
 
 
 def _train_batch_fn(preset: str, batch: int, seq_len: int, split: str):
-    task = IGSMTask(preset=preset, split=split, seq_len=seq_len)
+    task = IGSMTask(preset=preset, split=split, seq_len=seq_len, retry=RETRY[0],
+                    retry_rate=RETRY[1], retry_mask="none" if RETRY[0] == "none" else "mistake")
 
     def fn(k):
         b = task.sample(k, batch)
@@ -87,6 +93,7 @@ def bench(preset: str, batch: int, calls: int, bins) -> dict:
     t_wall, t_cpu, _ = _timed(lambda i: g(jax.random.PRNGKey(i + 1)), calls)
     rate, per_cpu, train_cpu = batch / wall, batch / cpu, batch / t_cpu
     return {"preset": preset, "batch": batch, "bins": "train" if bins else "all",
+            "retry": f"{RETRY[0]}:{RETRY[1]}",
             "cores": len(os.sched_getaffinity(0)),
             "compile_s": round(compile_s, 1), "median_s": round(wall, 4),
             "problems_per_s": round(rate, 1), "problems_per_cpu_s": round(per_cpu, 1),
@@ -179,7 +186,11 @@ def main() -> None:
     ap.add_argument("--stats", type=int, default=0)
     ap.add_argument("--op", type=int, default=None)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--retry", default="none:0", help="KIND:RATE of retry data (Part 2.2)")
     args = ap.parse_args()
+    global RETRY
+    kind, _, rate = args.retry.partition(":")
+    RETRY = (kind, float(rate or 0))
     if args.cores:
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.cores])
     rows = []

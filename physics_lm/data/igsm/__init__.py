@@ -10,7 +10,8 @@ The folder follows the data's path:
   text/         host-side text tools (plain Python and numpy, no JAX): `vocab` (text <-> token
                 ids), `names` (+ names.json, NAMES_SOURCE.md), `parser` (problem text -> graph),
                 `judge` (is a solution correct and shortest?), `probe_labels` (V-probing labels
-                from text), `sketch` (host reference of the template hash).
+                from text), `sketch` (host reference of the template hash), `retry` (retry
+                solutions: their BACK sentences and the legal wrong parameters).
   __main__.py   `python -m physics_lm.data.igsm COMMAND`: `judge` and `tokenize` (JSONL of texts;
                 judge_cli.py, tokenize_cli.py, no JAX) and `sample` (sample_cli.py, on device).
 """

@@ -14,7 +14,8 @@ template bins (the bins the training task does not use, `IGSMTask.heldout`), and
 long enough for its problems (`IGSMTask.min_seq_len`). The problem class of the training task
 (preset, max_op, max_edge, fmt, train_bins) carries over; the batch-shaping settings that would
 change which problems are drawn (`groups`, `pool`) are reset, so a cell's batch depends only on
-the cell, the eval seed and the number of rows.
+the cell, the eval seed and the number of rows. So are the Part 2.2 training-data options (retry
+data, packing): a cell is one plain problem per row, its prompt the problem.
 
 A cell is a pure function of (eval seed, cell): `cell_key(seed, name)` folds a fixed hash of
 the cell's name into `PRNGKey(seed)`, so every model evaluated with the same seed sees the same
@@ -49,7 +50,8 @@ def eval_cells(task: IGSMTask) -> dict[str, IGSMTask]:
     """The cells of a training task, by name, in the order of the module docstring."""
     top = task.resolved_max_op
     base = dataclasses.replace(task, split="test", op=None, reask=False, groups=1, pool=0,
-                               seq_len=_ANY_LEN)
+                               seq_len=_ANY_LEN, retry="none", retry_rate=0.0, retry_mask="none",
+                               packing="single")
     cells = {f"op<={top}": base, f"op={top}": dataclasses.replace(base, op=top)}
     for k in base.ood_ops:
         cells[f"op={k}"] = dataclasses.replace(base, op=k)

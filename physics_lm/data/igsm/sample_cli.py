@@ -10,7 +10,13 @@ shared vocabulary, the training row without padding) and a few labels. The probl
 the trainer would see: the same jitted `IGSMTask.sample`, keys ``fold_in(PRNGKey(seed), chunk)``.
 With ``--reask`` (Part 2.1 "reask", `gen/reask.py`): problems of op ``--op`` (default: the first
 out-of-distribution op, med 20, hard 28) asked about another of their parameters; lines add
-``orig_op``.
+``orig_op``. With ``--retry retry|retry_weak|retry_miss --retry_rate P`` (Part 2.2 retry data,
+`gen/retry.py`): solutions with ``Define <X> as BACK.`` sentences; lines add ``retry_kind``,
+``retry_rate``, ``n_back`` and ``solution_clean`` (the solution without them), as the official
+retry corpora do.
+
+    python -m physics_lm.data.igsm sample --preset med --n 1000 --retry retry --retry_rate 0.5 \
+        --out retry.jsonl
 """
 
 from __future__ import annotations
@@ -36,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", choices=("train", "test", "all"), default="all")
     parser.add_argument("--reask", action="store_true",
                         help="ask each problem about another of its parameters (Part 2.1 reask)")
+    parser.add_argument("--retry", choices=("none", "retry", "retry_weak", "retry_miss"),
+                        default="none", help="Part 2.2 retry data: the kind of wrong parameters")
+    parser.add_argument("--retry_rate", type=float, default=None,
+                        help="retry data: probability of each further BACK sentence (0, 0.75]")
     parser.add_argument("--batch", type=int, default=256, help="problems per jitted call")
     parser.add_argument("--out", required=True, help="output JSONL ('-' = stdout)")
 
@@ -49,8 +59,12 @@ def run(ns: argparse.Namespace) -> int:
 
     if ns.n < 1:
         raise ValueError(f"--n={ns.n} must be >= 1")
+    rate = ns.retry_rate if ns.retry_rate is not None else 0.0
+    if ns.retry != "none" and ns.retry_rate is None:
+        raise ValueError(f"--retry {ns.retry} needs --retry_rate")
     probe = IGSMTask(ns.preset, max_op=ns.max_op, max_edge=ns.max_edge, op=ns.op, fmt=ns.fmt,
-                     split=ns.split, reask=ns.reask, seq_len=1 << 16)
+                     split=ns.split, reask=ns.reask, seq_len=1 << 16, retry=ns.retry,
+                     retry_rate=rate)
     task = dataclasses.replace(probe, seq_len=max(2048, probe.min_seq_len + 512))
     batch = min(ns.batch, ns.n)
     key0 = jax.random.PRNGKey(ns.seed)
@@ -74,6 +88,8 @@ def run(ns: argparse.Namespace) -> int:
                        "answer": answer, "op": int(b.labels["op"][r]),
                        **{k: int(b.labels[k][r]) for k in FIELDS},
                        **({"orig_op": int(b.labels["orig_op"][r])} if task.reask else {}),
+                       **(_retry_fields(task, solution, int(b.labels["n_back"][r]))
+                          if task.retry != "none" else {}),
                        "tokens": b.tokens[r, :n_tok].tolist()}
                 out.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 written += 1
@@ -82,3 +98,10 @@ def run(ns: argparse.Namespace) -> int:
             out.close()
     print(f"wrote {written} {task.name} problems in {time.time() - t0:.1f}s", file=sys.stderr)
     return 0
+
+
+def _retry_fields(task, solution: str, n_back: int) -> dict:
+    from physics_lm.data.igsm.text.retry import split_retry
+
+    return {"retry_kind": task.retry, "retry_rate": task.retry_rate, "n_back": n_back,
+            "solution_clean": split_retry(solution)[0]}

@@ -17,9 +17,12 @@ by the driver unless said otherwise):
                        necessary set and solution order (and the driver of such sets)
   7. plan.py           the solution as static steps, and every solution parameter's value
   8. template_hash.py  the sketch of the solution and its SHA-256 bin (train/test split)
-  9. render.py         names, sentence order, symbols -> the token row
- 10. probe_arrays.py   V-probing label arrays
+  9. retry.py          retry data only (Part 2.2): the wrong parameters written as
+                       "Define <X> as BACK." before each solution sentence
+ 10. render.py         names, sentence order, symbols -> the token row
+ 11. probe_arrays.py   V-probing label arrays
      sampler.py        the driver: `SamplerConfig`, `sample_arrays` (all of the above)
+     pack.py           packed rows only: several rendered problems per row of the context
 
 Helpers: rand.py (counter-based draws from one uint32 seed), streams.py (the salt of every random
 stream, named in one place), chunked.py (rows in chunks grouped by loop length), layout.py
@@ -40,4 +43,6 @@ Which file answers which question:
                                                text/probe_labels.py)
   Which random stream does a draw use?         streams.py
   How is a problem asked about another param?  reask.py (Part 2.1 "reask" sets)
+  Which mistakes does retry data make?         retry.py (host reference: text/retry.py)
+  How do problems share a row of the context?  pack.py
 """

@@ -11,7 +11,7 @@ construction time, so the rendered ids equal `vocab.encode(text)` of the officia
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +24,9 @@ from physics_lm.data.igsm.gen.plan import Consts, Plan, operands
 from physics_lm.data.igsm.gen.structure import NI, SLOT_I, SLOT_J, SLOT_K, SLOT_KIND
 from physics_lm.data.igsm.text import names
 from physics_lm.data.igsm.text.vocab import Vocab
+
+if TYPE_CHECKING:  # retry.py is a stage before this one; only its output type is named here
+    from physics_lm.data.igsm.gen.retry import Backs
 
 STEP_SLOTS = 20
 POOL_W = 20
@@ -53,7 +56,7 @@ class Tables:
         self.w = {w: vocab.word_to_id(w) for w in (
             "The", "number", "of", "each", "equals", "more", "than", "times", "as", "much", "the",
             "sum", "difference", "and", ",", ".", "How", "many", "does", "have", "?", "'s",
-            "Define", "so", "=", "+", "-", "*", ";")}
+            "Define", "so", "=", "+", "-", "*", ";", "BACK")}
         self.numbers = np.array(vocab.number_ids, np.int32)
         self.letters = np.array(vocab.letter_ids, np.int32)
 
@@ -68,6 +71,7 @@ class Rendered(NamedTuple):
     row_pos_S1: jax.Array  # noqa: N815
     item_frag_4x4: jax.Array
     cat_frag_4: jax.Array
+    back_tok_Nx3: jax.Array | None = None  # noqa: N815  retry: "Define", name, "as" positions
 
 
 def _draw_names(seed, tb: Tables, d, l_D):
@@ -87,11 +91,13 @@ def _draw_names(seed, tb: Tables, d, l_D):
 
 
 def render(seed, tb: Tables, tpl: Template, cs: Consts, plan: Plan, answer, fmt: str,
-           seq_len: int, n_sent: int) -> Rendered:
+           seq_len: int, n_sent: int, backs: Backs | None = None) -> Rendered:
     """Token row of one problem (see module docstring). n_sent: static bound on sentences.
 
     Every sentence and every solution step is a fixed list of fragment slots; `empty` fills the
-    slots a sentence does not use (they have length 0 in the packed row)."""
+    slots a sentence does not use (they have length 0 in the packed row). Retry data (`backs`,
+    `retry.py`): each BACK sentence is 7 more slots, merged in front of the first step of the
+    solution sentence it precedes (`_merge`)."""
     empty = tb.empty
     word = tb.w  # template word -> token id
     number = jnp.asarray(tb.numbers)  # value 0..22 -> token id
@@ -180,19 +186,59 @@ def render(seed, tb: Tables, tpl: Template, cs: Consts, plan: Plan, answer, fmt:
         jnp.where(n_opnd >= 1, word["="], empty), number[plan.res],
         jnp.where(plan.final, word["."], word[";"]),
     ], axis=1)
-    steps = jnp.where(plan.valid[:, None], steps, empty).reshape(-1)
+    steps = jnp.where(plan.valid[:, None], steps, empty)
+    step_at = step * STEP_SLOTS  # fragment offset of each step inside the solution
+    if backs is None:
+        sol, back_at = steps.reshape(-1), None
+    else:
+        used = backs.slot_N >= 0
+        slot = jnp.maximum(backs.slot_N, 0)
+
+        def each(tok):
+            return jnp.full(slot.shape, tok, jnp.int32)
+
+        back = jnp.stack([each(word["Define"]), owner(slot), each(word["'s"]), target(slot),
+                          each(word["as"]), each(word["BACK"]), each(word["."])], axis=1)
+        back = jnp.where(used[:, None], back, empty)
+        sol, step_at, back_at = _merge(steps, jnp.where(plan.valid, plan.pos, tpl.topo_S.shape[0]),
+                                       back, backs.pos_N, empty)
     vocab = tb.vocab
     prefix = jnp.array([vocab.bos_id, vocab.prob_id])
     problem = [sentences, question] if fmt == "pq" else [question, sentences]
     suffix = jnp.stack([jnp.int32(vocab.ans_id), number[answer], jnp.int32(vocab.eos_id)])
-    fragments = jnp.concatenate([prefix, *problem, jnp.array([vocab.sol_id]), steps, suffix])
+    fragments = jnp.concatenate([prefix, *problem, jnp.array([vocab.sol_id]), sol, suffix])
     tokens, total, starts = assemble(fragments, tb.frags, seq_len, fill=vocab.pad_id)
     n_before_sol = 2 + sentences.shape[0] + question.shape[0]  # fragments before <solution>
     sol_pos = starts[n_before_sol]
-    ans_pos = starts[n_before_sol + 1 + steps.shape[0]]
-    step_end = starts[n_before_sol + 1 + step * STEP_SLOTS + STEP_SLOTS - 1]  # its "." or ";"
+    ans_pos = starts[n_before_sol + 1 + sol.shape[0]]
+    step_end = starts[n_before_sol + 1 + step_at + STEP_SLOTS - 1]  # its "." or ";"
     S = tpl.topo_S.shape[0]
     rows = jnp.full(S, -1, jnp.int32).at[jnp.where(plan.final, plan.pos, S)].set(
         step_end, mode="drop")
     row_pos = jnp.concatenate([sol_pos[None], rows])
-    return Rendered(tokens, total, sol_pos, ans_pos, row_pos, items, cats)
+    back_tok = None
+    if back_at is not None:  # token positions of "Define", of the name and of "as"
+        at = starts[n_before_sol + 1 + back_at[:, None] + jnp.array([0, 1, 4])[None, :]]
+        back_tok = jnp.where((backs.slot_N >= 0)[:, None], at, -1)
+    return Rendered(tokens, total, sol_pos, ans_pos, row_pos, items, cats, back_tok)
+
+
+def _merge(steps_GxF, step_pos_G, back_NxK, back_pos_N, empty: int):
+    """Interleaves step fragments [G, F] and BACK sentences [N, K] (both in text order: solution
+    positions non-decreasing, unused ones last with position S) so that every BACK sentence comes
+    before the steps of the solution sentence it precedes. A merge of two sorted lists by ranks,
+    without a sort: step g lands after the BACK sentences at positions <= its own, BACK sentence
+    j after the steps at positions < its own. Returns (fragments [G*F + N*K], offset of every
+    step, offset of every BACK sentence)."""
+    G, F = steps_GxF.shape
+    N, K = back_NxK.shape
+    backs_before = jnp.sum(back_pos_N[None, :] <= step_pos_G[:, None], axis=1)
+    steps_before = jnp.sum(step_pos_G[None, :] < back_pos_N[:, None], axis=1)
+    step_at = jnp.arange(G) * F + backs_before * K
+    back_at = jnp.arange(N) * K + steps_before * F
+    out = jnp.full(G * F + N * K, empty, jnp.int32)
+    out = out.at[(step_at[:, None] + jnp.arange(F)[None, :]).reshape(-1)].set(
+        steps_GxF.reshape(-1), unique_indices=True)
+    out = out.at[(back_at[:, None] + jnp.arange(K)[None, :]).reshape(-1)].set(
+        back_NxK.reshape(-1), unique_indices=True)
+    return out, step_at, back_at

@@ -41,6 +41,7 @@ from physics_lm.data.igsm.gen.plan import draw_consts, plan_solution, solution_v
 from physics_lm.data.igsm.gen.probe_arrays import probe_arrays
 from physics_lm.data.igsm.gen.probe_names import probe_names
 from physics_lm.data.igsm.gen.render import Rendered, Tables, render
+from physics_lm.data.igsm.gen.retry import draw_backs, n_back_slots
 from physics_lm.data.igsm.gen.structure import NI, D, W
 from physics_lm.data.igsm.gen.template_hash import N_BINS, max_sketch_bytes, template_bins
 from physics_lm.data.igsm.gen.unnecessary import add_unused
@@ -64,6 +65,8 @@ class SamplerConfig:
     pool: int = 0  # candidates per round; 0 = automatic (`pool_size`)
     with_probes: bool = False
     reask: bool = False  # reask set (`reask.py`): `op` is the op of the original problems
+    retry: str = "none"  # retry data (`retry.py`): none | retry | retry_weak | retry_miss
+    retry_rate: float = 0.0  # retry data: probability of each further BACK sentence
 
     @property
     def n_steps(self) -> int:
@@ -72,6 +75,11 @@ class SamplerConfig:
         if self.reask:
             return REASK_OP_FACTOR * self.op
         return self.op if self.op is not None else self.max_op
+
+    @property
+    def n_back_slots(self) -> int:
+        """Static pool of BACK sentences per row (0 without retry data; `retry.n_back_slots`)."""
+        return 0 if self.retry == "none" else n_back_slots(self.retry_rate, self.n_steps)
 
     @property
     def smax(self) -> int:
@@ -212,8 +220,10 @@ def finish_row(seed: jax.Array, t: Template, cand_seed: jax.Array, cfg: SamplerC
     val = solution_values(plan)
     qslot = t.topo_S[jnp.maximum(t.n_sol - 1, 0)]
     answer = val[qslot]
+    backs = (None if cfg.retry == "none"
+             else draw_backs(seed, t, cfg.retry, cfg.retry_rate, cfg.n_back_slots))
     rd: Rendered = render(seed, tables, t, cs, plan, answer, cfg.fmt, cfg.seq_len,
-                          cfg.max_sentences)
+                          cfg.max_sentences, backs)
     out = {
         "tokens": rd.tokens, "length": rd.length, "sol_pos": rd.sol_pos, "ans_pos": rd.ans_pos,
         "row_pos": rd.row_pos_S1, "op": t.op, "n_solution_params": t.n_sol,
@@ -224,6 +234,10 @@ def finish_row(seed: jax.Array, t: Template, cand_seed: jax.Array, cfg: SamplerC
         "n_mentioned_params": _n_mentioned(t),
         "template": t,
     }
+    if backs is not None:  # retry data; the probe arrays keep describing the correct sentences
+        out.update(n_back=jnp.sum(backs.slot_N >= 0), back_capped=backs.capped,
+                   back_count=backs.count_S, back_candidates=backs.n_cand_S,
+                   back_tok=rd.back_tok_Nx3)
     if cfg.with_probes:
         out.update(probe_arrays(t, val))
         out.update(probe_names(t, rd.item_frag_4x4, rd.cat_frag_4, tables))

@@ -41,6 +41,8 @@ NAMES = 50  # category chain, its start layer and the name pool of every layer
 NAME_ORDER = 51  # which items of each pool are used
 SENTENCE_ORDER = 52  # the order of the problem sentences
 SYMBOLS = 53  # the permutation of the 52 variable letters
+RETRY_COUNT = 54  # retry data: the number of BACK sentences before each solution sentence
+RETRY_PICK = 55  # retry data: the wrong parameters, one key per (sentence, all_param column)
 
 # `jax.random.fold_in`s of the batch key (key streams, not salts).
 KEY_RENDER = 1  # the per-row render seeds
