@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from physics_lm.data.igsm.gen.probe_names import name_len
 from physics_lm.data.igsm.text.judge import judge_problem
 from physics_lm.data.igsm.text.parser import parse_problem
 from physics_lm.data.igsm.text.probe_labels import row_labels, sentence_end_positions
@@ -118,7 +119,7 @@ def analyse(loaded: Any, settings: Any, prober: Any, state: tp.ProbeState) -> di
         return {"mistakes": {**summary, "n_queries": 0}}
     longest = max(len(ids) for ids, _ in items)
     context = -(-longest // _BUCKET) * _BUCKET
-    L = iq.query_len(("nece",), 15)
+    L = iq.query_len(("nece",), name_len())
     F = len(igsm_probe.forward_groups(tasks, settings.delta))
     predict = _predictor(prober.problem)
     B = 16

@@ -42,6 +42,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from physics_lm.config import ConfigError
+from physics_lm.data.igsm.gen.probe_names import name_len
 from physics_lm.data.igsm.task import IGSMTask
 from physics_lm.modes import Handler
 from physics_lm.probing import heads, igsm_plots, igsm_probe
@@ -227,7 +228,7 @@ def _check(loaded: Any, settings: IGSMProbeSettings) -> None:
         raise ConfigError(f"probe.layer={settings.layer!r}: one of {list(known)}")
     cfg = exp.model.cfg
     longest = max(t.seq_len for t in eval_tasks(exp.task, settings.ood_ops).values())
-    need = longest + iq.query_len(settings.tasks, 15)
+    need = longest + iq.query_len(settings.tasks, name_len())
     if cfg.pos == "absolute" and cfg.max_len < need:
         raise ConfigError(f"model.max_len={cfg.max_len}: absolute positions cannot place V-probe"
                           f" queries after rows of {longest} tokens (need max_len >= {need})")

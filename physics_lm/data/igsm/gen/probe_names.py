@@ -42,8 +42,12 @@ def column_slots(tpl: Template) -> tuple[jax.Array, jax.Array]:
     return jnp.minimum(slot_of, NP - 1), ok
 
 
-def name_len(tb: Tables) -> int:
-    """Static bound on a name's tokens: two names and the "'s" between them."""
+def name_len(tb: Tables | None = None) -> int:
+    """Static bound on a name's tokens: two names and the "'s" between them (`tb`: the
+    sampler's tables; default: the shared vocabulary's)."""
+    if tb is None:
+        from physics_lm.data.igsm.task import _tables
+        tb = _tables()
     return 2 * int(np.max(tb.frags.lens[tb.vocab.size:])) + 1
 
 
