@@ -111,3 +111,20 @@ def test_wrong_or_changed_base_is_refused(base_run, tmp_path):
     pointer.write_text(json.dumps({**doc, "fingerprint": doc["fingerprint"] * 1.01}))
     with pytest.raises(ConfigError, match="changed since the adapters were trained"):
         load_trained(_lora(src, num_steps=1, checkpoint_every=1), tmp_path / "c")
+
+
+def test_common_config_holds_the_lora_keys():
+    """The CLI can only override keys the config file holds (`--config.train.lora_rank=4`)."""
+    import dataclasses
+    import importlib.util
+    from pathlib import Path
+
+    from physics_lm.config import TrainConfig
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "common.py"
+    spec = importlib.util.spec_from_file_location("common_here", path)
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    train = common.get_config("cfg").train
+    assert set(train) == {f.name for f in dataclasses.fields(TrainConfig)}
+    assert from_config_dict(common.get_config("cfg")).train.lora_ranks is None
