@@ -28,7 +28,8 @@ def get_config(family: str) -> ml_collections.ConfigDict:
     c.train = ml_collections.ConfigDict(dict(
         batch_size=96, num_steps=100_000, log_every=100, eval_every=2000, eval_batches=4,
         checkpoint_every=2000, keep_checkpoints=3, peak_flops_per_device=0.0,
-        device_memory_bytes=0, init_from="", analysis_every=0))
+        device_memory_bytes=0, init_from="", lora_rank=0, lora_embed_rank=-1,
+        analysis_every=0))
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, distributed=False))
     for mode in modes.ANALYSIS_MODES:
         handler = modes.family_handler(mode, family)

@@ -79,9 +79,20 @@ class TrainConfig:
     device_memory_bytes: int = 0  # 0 = ask the device (memory_stats bytes_limit; CPU: no check)
     # "WORKDIR[:STEP]": start from another run's params (fresh optimizer; train/init_from.py)
     init_from: str = ""
+    # LoRA on the `init_from` run (train/lora_base.py): rank r on the Q and V projections of every
+    # block and rank `lora_embed_rank` on the token embedding (-1 = 2r, the paper's "qv r / e 2r");
+    # only the adapters train and are saved. 0 = off (full fine-tuning or pretraining).
+    lora_rank: int = 0
+    lora_embed_rank: int = -1
     # Every N steps run the family's `eval` handler (config section `eval`, no control) on the
     # current params and log its scalars as eval/... (learning curves); 0 = never.
     analysis_every: int = 0
+
+    @property
+    def lora_ranks(self) -> tuple[int, int] | None:
+        """(qv rank, embedding rank), or None when LoRA is off."""
+        embed = 2 * self.lora_rank if self.lora_embed_rank < 0 else self.lora_embed_rank
+        return (self.lora_rank, embed) if self.lora_rank or embed else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,6 +251,11 @@ def _check_train(t: TrainConfig) -> None:
         _require(getattr(t, k) >= 1, f"train.{k}", getattr(t, k), "must be >= 1")
     _require(t.eval_batches >= 0, "train.eval_batches", t.eval_batches, "must be >= 0")
     _require(t.analysis_every >= 0, "train.analysis_every", t.analysis_every, "must be >= 0")
+    _require(t.lora_rank >= 0, "train.lora_rank", t.lora_rank, "must be >= 0 (0 = off)")
+    _require(t.lora_embed_rank >= -1, "train.lora_embed_rank", t.lora_embed_rank,
+             "must be >= 0, or -1 for 2 * train.lora_rank")
+    _require(not t.lora_ranks or bool(t.init_from), "train.lora_rank", t.lora_rank,
+             "LoRA needs the base run: set train.init_from=WORKDIR[:STEP]")
     _require(t.device_memory_bytes >= 0, "train.device_memory_bytes", t.device_memory_bytes,
              "must be >= 0 (0 = ask the device)")
 

@@ -37,6 +37,13 @@ def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
 
 def start_from(exp: Experiment, state: TrainState, spec: str) -> TrainState:
     """`state` (freshly initialised) with its params replaced by the source run's."""
+    params, _ = load_params(exp, spec)
+    # The fresh state's optimizer moments are zeros whatever the params: keep them.
+    return dataclasses.replace(state, params=params)
+
+
+def load_params(exp: Experiment, spec: str) -> tuple[Any, int]:
+    """(the source run's params in this run's model shardings, its step); arch checked."""
     workdir, step = parse_spec(spec)
     where = f"train.init_from={spec!r}"
     directory = workdir.absolute() / "checkpoints"
@@ -49,7 +56,7 @@ def start_from(exp: Experiment, state: TrainState, spec: str) -> TrainState:
             raise ConfigError(f"{where}: no checkpoint of step {step} in {directory} "
                               f"(have {sorted(mgr.all_steps())})")
         saved = _shapes(mgr.item_metadata(step)["params"])
-        want = _shapes(exp.abstract_state.params)
+        want = _shapes(exp.abstract_params)
         missing = sorted(set(want) - set(saved))
         extra = sorted(set(saved) - set(want))
         shape = sorted(k for k in set(want) & set(saved) if want[k] != saved[k])
@@ -58,13 +65,12 @@ def start_from(exp: Experiment, state: TrainState, spec: str) -> TrainState:
                 f"{where}: the architectures differ: missing {missing[:3]}, unexpected "
                 f"{extra[:3]}, shapes {[(k, saved[k], want[k]) for k in shape[:3]]} "
                 f"(source -> this run)")
-        item = {"params": exp.abstract_state.params}  # restored straight into our shardings
+        item = {"params": exp.abstract_params}  # restored straight into our shardings
         restored = mgr.restore(step, args=ocp.args.PyTreeRestore(
             item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
             partial_restore=True))
     finally:
         mgr.close()
-    logging.info("%s: reusing all %s params (%d tensors) of step %d; fresh optimizer state",
+    logging.info("%s: reusing all %s params (%d tensors) of step %d",
                  where, f"{sum(math.prod(s) for s in want.values()):,}", len(want), step)
-    # The fresh state's optimizer moments are zeros whatever the params: keep them.
-    return dataclasses.replace(state, params=restored["params"])
+    return restored["params"], step

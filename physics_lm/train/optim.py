@@ -45,8 +45,10 @@ def decay_mask(params) -> object:
     return jax.tree_util.tree_map_with_path(lambda path, _: is_decayed(path), params)
 
 
-def make_optimizer(o: OptimConfig, num_steps: int) -> optax.GradientTransformation:
+def make_optimizer(o: OptimConfig, num_steps: int, *, decay_all: bool = False
+                   ) -> optax.GradientTransformation:
+    """`decay_all`: weight decay on every parameter (LoRA adapters), else `decay_mask`."""
     parts = [optax.clip_by_global_norm(o.grad_clip)] if o.grad_clip > 0 else []
     parts.append(optax.adamw(lr_schedule(o, num_steps), b1=o.b1, b2=o.b2, eps=o.eps,
-                             weight_decay=o.weight_decay, mask=decay_mask))
+                             weight_decay=o.weight_decay, mask=None if decay_all else decay_mask))
     return optax.chain(*parts)

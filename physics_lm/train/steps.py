@@ -2,7 +2,9 @@
 
 `make_train_step` returns a function `state -> (state, metrics)` to be jitted with explicit
 shardings by the trainer: key = fold_in(data_key, state.step), batch = task.sample(key, B),
-constrained to the data axes, split into `grad_accum` micro-batches, summed gradients.
+constrained to the data axes, split into `grad_accum` micro-batches, summed gradients. A LoRA
+step is `(state, base) -> (state, metrics)`: state.params are the adapters, the model runs with
+`lora.merge(base, adapters)`, so only the adapters get gradients and `base` is never updated.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ import jax.numpy as jnp
 import optax
 
 from physics_lm.data.batch import Batch, Task
+from physics_lm.models import lora
 from physics_lm.models.gpt2 import GPT2
 
 # Key streams derived from the config seed; a stream index never changes meaning.
 # 10-12 belong to probing (physics_lm/probing/train_probe.py: probe data, probe eval, probe init).
-STREAM_TRAIN_DATA, STREAM_INIT, STREAM_EVAL_DATA, STREAM_DROPOUT = 0, 1, 2, 3
+STREAM_TRAIN_DATA, STREAM_INIT, STREAM_EVAL_DATA, STREAM_DROPOUT, STREAM_LORA = 0, 1, 2, 3, 4
 
 
 def stream_key(seed: int, stream: int) -> jax.Array:
@@ -55,14 +58,14 @@ def make_train_step(model: GPT2, task: Task, tx: optax.GradientTransformation, *
                     batch_constraint: Callable[[Any], Any] = lambda b: b):
     data_key, drop_key = stream_key(seed, STREAM_TRAIN_DATA), stream_key(seed, STREAM_DROPOUT)
 
-    def grads_of(params, micro: Batch, key):
-        def loss(p):
-            s, n = token_losses(model, p, micro, dropout_key=key if dropout else None)
-            return s, n
-        (s, n), g = jax.value_and_grad(loss, has_aux=True)(params)
-        return s, n, g
+    def train_step(state: TrainState, *frozen: Any) -> tuple[TrainState, dict[str, jax.Array]]:
+        def grads_of(params, micro: Batch, key):
+            def loss(p):
+                full = lora.merge(frozen[0], p) if frozen else p
+                return token_losses(model, full, micro, dropout_key=key if dropout else None)
+            (s, n), g = jax.value_and_grad(loss, has_aux=True)(params)
+            return s, n, g
 
-    def train_step(state: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
         step_data_key = jax.random.fold_in(data_key, state.step)
         batch = batch_constraint(task.sample(step_data_key, batch_size))
         step_drop_key = jax.random.fold_in(drop_key, state.step)

@@ -21,7 +21,7 @@ import numpy as np
 from absl import logging
 
 from physics_lm.config import ConfigError, ExperimentConfig
-from physics_lm.train import init_from, memory, sharding
+from physics_lm.train import init_from, lora_base, memory, sharding
 from physics_lm.train import metrics as metrics_lib
 from physics_lm.train.checkpoint import Checkpointer
 from physics_lm.train.setup import Experiment, build_experiment, restore_or_init
@@ -82,6 +82,7 @@ def load_trained(cfg: ExperimentConfig, workdir: str | Path, step: int | None = 
     """(experiment, params, step) of a trained run; for eval/probe/sample modes.
 
     The config must describe the run in `workdir` (its mode and analysis sections may differ).
+    A LoRA run's params are the merged ones (base + adapters), so analysis needs no LoRA code.
     """
     workdir = Path(workdir)
     check_workdir_config(cfg, workdir, write=False, ignore=("mode",))
@@ -94,6 +95,9 @@ def load_trained(cfg: ExperimentConfig, workdir: str | Path, step: int | None = 
         state = ckpt.restore(step, exp.abstract_state)
     finally:
         ckpt.close()
+    if cfg.train.lora_ranks:
+        base = lora_base.load(exp, workdir, first_launch=False)
+        return exp, lora_base.merged(exp, state.params, base), step
     return exp, state.params, step
 
 
@@ -118,7 +122,11 @@ class _Preemption:
 
 
 def jit_steps(exp: Experiment):
-    """The jitted (train_step, eval_step) with explicit shardings; train donates its state."""
+    """The jitted (train_step, eval_step) with explicit shardings; train donates its state.
+
+    train_step(state, *frozen): frozen is (base params,) for LoRA (never donated), else ().
+    eval_step(params, i) takes the model's params (LoRA: merged).
+    """
     cfg = exp.cfg
     rules = sharding.activation_rules(exp.mesh)
     train_step = make_train_step(
@@ -137,9 +145,10 @@ def jit_steps(exp: Experiment):
         return wrapped
 
     replicated = exp.state_shardings.step
-    jit_train = jax.jit(with_rules(train_step), in_shardings=(exp.state_shardings,),
+    frozen_sh = (exp.param_shardings,) if exp.frozen_abstract else ()
+    jit_train = jax.jit(with_rules(train_step), in_shardings=(exp.state_shardings, *frozen_sh),
                         out_shardings=(exp.state_shardings, replicated), donate_argnums=(0,))
-    jit_eval = jax.jit(with_rules(eval_step), in_shardings=(exp.state_shardings.params, None),
+    jit_eval = jax.jit(with_rules(eval_step), in_shardings=(exp.param_shardings, None),
                        out_shardings=(replicated, replicated))
     return jit_train, jit_eval
 
@@ -151,7 +160,8 @@ def check_step_memory(exp: Experiment, compiled) -> memory.StepMemory | None:
     def compile_at(grad_accum: int) -> memory.StepMemory | None:
         optim = dataclasses.replace(cfg.optim, grad_accum=grad_accum)
         other = dataclasses.replace(exp, cfg=dataclasses.replace(cfg, optim=optim))
-        return memory.step_memory(jit_steps(other)[0].lower(exp.abstract_state).compile())
+        return memory.step_memory(jit_steps(other)[0].lower(
+            exp.abstract_state, *exp.frozen_abstract).compile())
 
     return memory.check_fits(
         compiled, devices=exp.mesh.local_devices, override=cfg.train.device_memory_bytes,
@@ -205,31 +215,35 @@ def train_and_evaluate(cfg: ExperimentConfig, workdir: str | Path, *,
     ckpt = Checkpointer(workdir, every=cfg.train.checkpoint_every,
                         keep=cfg.train.keep_checkpoints)
     state = restore_or_init(exp, ckpt)  # outside the mesh context: init needs no constraints
-    if cfg.train.init_from and ckpt.latest_step() is None:  # a relaunch resumes its own ckpt
+    first_launch = ckpt.latest_step() is None
+    frozen: tuple[Any, ...] = ()
+    if cfg.train.lora_ranks:  # state.params are the adapters; the base is read on every launch
+        frozen = (lora_base.load(exp, workdir, first_launch=first_launch),)
+    elif cfg.train.init_from and first_launch:  # a relaunch resumes its own ckpt
         state = init_from.start_from(exp, state, cfg.train.init_from)
     with jax.set_mesh(exp.mesh):
-        return _loop(exp, workdir, ckpt, state, stop_at_step or cfg.train.num_steps)
+        return _loop(exp, workdir, ckpt, state, stop_at_step or cfg.train.num_steps, frozen)
 
 
-def _loop(exp: Experiment, workdir: Path, ckpt: Checkpointer, state, stop_at: int
-          ) -> dict[str, float]:
+def _loop(exp: Experiment, workdir: Path, ckpt: Checkpointer, state, stop_at: int,
+          frozen: tuple[Any, ...] = ()) -> dict[str, float]:
     cfg = exp.cfg
     step = int(state.step)
     if step:
         logging.info("resumed from step %d", step)
     jit_train, jit_eval = jit_steps(exp)
     t = time.perf_counter()
-    jit_train = jit_train.lower(state).compile()  # compile once, outside the timed loop
+    jit_train = jit_train.lower(state, *frozen).compile()  # compile once, outside the timed loop
     logging.info("train step compiled in %.1fs", time.perf_counter() - t)
     check_step_memory(exp, jit_train)
-    n_params = metrics_lib.count_params(state.params)
+    n_params = metrics_lib.count_params(state.params)  # LoRA: the trained adapters
     seq_len = exp.task.seq_len
     tokens_per_step = cfg.train.batch_size * seq_len
     flops = metrics_lib.train_flops_per_token(exp.model.cfg, seq_len) * tokens_per_step
     peak = metrics_lib.peak_flops_per_device(cfg.train.peak_flops_per_device)
     speed = metrics_lib.Throughput(cfg.train.batch_size * seq_len, flops,
                                    peak * exp.mesh.size if peak else None, cfg.train.num_steps)
-    logging.info("model: %s params, task %s, mesh %s", f"{n_params:,}", exp.task.name,
+    logging.info("model: %s trained params, task %s, mesh %s", f"{n_params:,}", exp.task.name,
                  dict(exp.mesh.shape))
     writer = metrics_lib.MetricsWriter(workdir, start_step=step)
     preempt = _Preemption()
@@ -258,6 +272,9 @@ def _loop(exp: Experiment, workdir: Path, ckpt: Checkpointer, state, stop_at: in
             writer.write(done_step, last)
             logging.info(metrics_lib.progress_line(done_step, cfg.train.num_steps, last))
 
+    def model_params():
+        return lora_base.merged(exp, state.params, frozen[0]) if frozen else state.params
+
     speed.reset(step)
     try:
         while step < cfg.train.num_steps:
@@ -269,7 +286,7 @@ def _loop(exp: Experiment, workdir: Path, ckpt: Checkpointer, state, stop_at: in
                     ckpt.wait()
                 logging.warning("stopping: saved step %d (relaunch to resume)", step)
                 break
-            state, m = jit_train(state)
+            state, m = jit_train(state, *frozen)
             step += 1
             flush()  # step-1's metrics, while `step` runs
             pending = (step, m)
@@ -277,7 +294,7 @@ def _loop(exp: Experiment, workdir: Path, ckpt: Checkpointer, state, stop_at: in
                 flush()
                 t = time.perf_counter()
                 if cfg.train.eval_batches:
-                    ev = evaluate(exp, jit_eval, state.params)
+                    ev = evaluate(exp, jit_eval, model_params())
                     writer.write(step, ev)
                     last.update(ev)
                     logging.info("step %d eval_loss %.4f", step, ev["eval_loss"])
@@ -287,7 +304,7 @@ def _loop(exp: Experiment, workdir: Path, ckpt: Checkpointer, state, stop_at: in
                                              or step == cfg.train.num_steps):
                 flush()
                 t = time.perf_counter()
-                scalars = periodic_analysis(exp, workdir, state.params, step)
+                scalars = periodic_analysis(exp, workdir, model_params(), step)
                 writer.write(step, scalars)
                 phase["eval_s"] += time.perf_counter() - t
                 speed.reset(step)
