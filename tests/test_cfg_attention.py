@@ -7,9 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import tiny_cfg_run
 
 from physics_lm.analysis import run_analysis
-from physics_lm.config import ConfigError, build_section, from_config_dict
+from physics_lm.config import ConfigError, build_section
 from physics_lm.data.cfg.task import CFGTask
 from physics_lm.eval import cfg_attention as ca
 from physics_lm.eval.cfg_attention_run import AttentionSettings
@@ -124,21 +125,9 @@ def test_pattern_on_the_previous_nt_end_gives_the_expected_table(rows):
     np.testing.assert_allclose(o["residual"][0], ref_o, atol=1e-5)
 
 
-def _cfg(**extra):
-    c = {"seed": 1,
-         "task": {"name": "cfg", "grammar": "cfg3b", "seq_len": 64},
-         "model": {"num_layers": 2, "num_heads": 2, "d_model": 32, "max_len": 64,
-                   "pos": "rotary"},
-         "optim": {"warmup_steps": 1, "lr": 3e-3},
-         "train": {"batch_size": 8, "num_steps": 2, "log_every": 1, "eval_every": 100,
-                   "eval_batches": 0, "checkpoint_every": 2},
-         **extra}
-    return from_config_dict(c)
-
-
 def test_attention_mode_end_to_end(tmp_path):
-    train_and_evaluate(_cfg(), tmp_path)
-    flat = run_analysis(_cfg(mode="attention", attention={"n_rows": 8, "batch_size": 8}),
+    train_and_evaluate(tiny_cfg_run(), tmp_path)
+    flat = run_analysis(tiny_cfg_run(mode="attention", attention={"n_rows": 8, "batch_size": 8}),
                         tmp_path)
     doc = json.loads((tmp_path / "attention" / "cfg.json").read_text())
     assert doc["step"] == doc["checkpoint_step"] == 2 and doc["levels"] == [1, 2, 3, 4, 5]

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import FAST
 
 from physics_lm.config import ModelConfig
 from physics_lm.data.igsm.task import IGSMTask
@@ -23,7 +24,6 @@ from physics_lm.probing import igsm_probe, igsm_run
 from physics_lm.probing import igsm_queries as iq
 from physics_lm.probing import train_probe as tp
 
-FAST = {"xla_backend_optimization_level": 0}
 TASK = IGSMTask("custom", max_op=4, max_edge=6, seq_len=320, with_probes=True, split="all")
 N_ROWS, Q = 24, 6
 

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import sample_igsm
 
 from physics_lm.config import ConfigError, TaskConfig
 from physics_lm.data.igsm.cells import eval_cells
@@ -29,7 +30,6 @@ from physics_lm.data.igsm.text.probe_labels import sentence_end_positions
 from physics_lm.data.igsm.text.retry import back_count_law, retry_candidates, split_retry
 from physics_lm.data.igsm.text.vocab import get_vocab
 
-FAST = {"xla_backend_optimization_level": 0}
 RETRY = IGSMTask("med", split="all", seq_len=1024, retry="retry", retry_rate=0.5,
                  retry_mask="mistake")
 WEAK_PACKED = IGSMTask("med", split="all", seq_len=768, retry="retry_weak", retry_rate=0.5,
@@ -39,25 +39,19 @@ MISS_HARD = IGSMTask("hard", fmt="qp", split="train", seq_len=1280, retry="retry
 N_RETRY, N_PACKED_ROWS, N_MISS = 256, 24, 48
 
 
-def _sample(task: IGSMTask, n: int, seed: int = 0):
-    key = jax.random.PRNGKey(seed)
-    f = jax.jit(lambda k: task.sample(k, n)).lower(key).compile(FAST)
-    return jax.tree.map(np.asarray, f(key))
-
-
 @pytest.fixture(scope="module")
 def retry():
-    return _sample(RETRY, N_RETRY)
+    return sample_igsm(RETRY, N_RETRY)
 
 
 @pytest.fixture(scope="module")
 def weak_packed():
-    return _sample(WEAK_PACKED, N_PACKED_ROWS)
+    return sample_igsm(WEAK_PACKED, N_PACKED_ROWS)
 
 
 @pytest.fixture(scope="module")
 def miss_hard():
-    return _sample(MISS_HARD, N_MISS)
+    return sample_igsm(MISS_HARD, N_MISS)
 
 
 def _problems(tokens: np.ndarray) -> list[tuple[int, list[int]]]:

@@ -18,6 +18,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from helpers import FAST, sample_igsm
 
 from physics_lm.data.igsm.task import IGSMTask
 from physics_lm.data.igsm.text.judge import judge
@@ -26,26 +27,19 @@ from physics_lm.data.igsm.text.probe_labels import pair_labels, row_labels
 from physics_lm.data.igsm.text.sketch import host_bin, sketch_text
 from physics_lm.data.igsm.text.vocab import get_vocab, host_texts
 
-FAST = {"xla_backend_optimization_level": 0}
 MED = IGSMTask("med", split="all", seq_len=1024, with_probes=True)
 HARD_OOD = IGSMTask("hard", op=28, fmt="qp", split="train", seq_len=1536)
 N_MED, N_HARD = 256, 16
 
 
-def _sample(task: IGSMTask, n: int, seed: int = 0):
-    key = jax.random.PRNGKey(seed)
-    f = jax.jit(lambda k: task.sample(k, n)).lower(key).compile(FAST)
-    return jax.tree.map(np.asarray, f(key))
-
-
 @pytest.fixture(scope="module")
 def med():
-    return _sample(MED, N_MED)
+    return sample_igsm(MED, N_MED)
 
 
 @pytest.fixture(scope="module")
 def hard():
-    return _sample(HARD_OOD, N_HARD)
+    return sample_igsm(HARD_OOD, N_HARD)
 
 
 def _texts(batch, b):
@@ -88,7 +82,7 @@ def test_small_max_edge_renders_every_edge():
     """A custom max_edge below 12 still gets structures of (d-1) * w0 <= 12 edges (the official
     clamp): every edge must be rendered as a statement, not only the first max_edge."""
     task = IGSMTask("custom", max_op=3, max_edge=6, split="all", seq_len=768)
-    batch = _sample(task, 32)
+    batch = sample_igsm(task, 32)
     n = batch.labels["n_sentences"]
     assert n.max() > 6
     for b in range(32):

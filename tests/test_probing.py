@@ -8,9 +8,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import tiny_cfg_run
 
 from physics_lm.analysis import run_analysis
-from physics_lm.config import ConfigError, from_config_dict
+from physics_lm.config import ConfigError
 from physics_lm.probing import cfg_run, heads
 from physics_lm.probing import train_probe as tp
 from physics_lm.train.trainer import load_trained, train_and_evaluate
@@ -107,25 +108,13 @@ def test_multi_linear_probe_is_causal():
     assert a[..., 1, 2].max() < -1e8  # group 1 has 2 classes: the third is masked
 
 
-def _cfg(**extra):
-    c = {"seed": 1,
-         "task": {"name": "cfg", "grammar": "cfg3b", "seq_len": 64},
-         "model": {"num_layers": 2, "num_heads": 2, "d_model": 32, "max_len": 64,
-                   "pos": "rotary"},
-         "optim": {"warmup_steps": 1, "lr": 3e-3},
-         "train": {"batch_size": 8, "num_steps": 2, "log_every": 1, "eval_every": 100,
-                   "eval_batches": 0, "checkpoint_every": 2},
-         **extra}
-    return from_config_dict(c)
-
-
 def test_probe_checkpoint_end_to_end(tmp_path, monkeypatch):
-    train_and_evaluate(_cfg(), tmp_path)
+    train_and_evaluate(tiny_cfg_run(), tmp_path)
     # Linear only: the multi-linear heads are covered above, and their compile on the real
     # model would double this test's time on a loaded CPU.
     probe = {"steps": 3, "batch_size": 8, "eval_batches": 1, "kinds": ["linear"],
              "warmup_steps": 1, "log_every": 1}
-    cfg = _cfg(mode="probe", probe=probe)
+    cfg = tiny_cfg_run(mode="probe", probe=probe)
     _, saved, _ = load_trained(cfg, tmp_path)
     saved = jax.tree.map(np.asarray, saved)
     seen = []
@@ -171,13 +160,13 @@ def test_probe_checkpoint_end_to_end(tmp_path, monkeypatch):
 
 def test_probe_config_errors_name_the_key():
     with pytest.raises(ConfigError, match=r"probe\.stepz"):
-        _cfg(probe={"stepz": 3})
+        tiny_cfg_run(probe={"stepz": 3})
     with pytest.raises(ConfigError, match=r"probe\.kinds"):
-        _cfg(probe={"kinds": ["cubic"]})
+        tiny_cfg_run(probe={"kinds": ["cubic"]})
     with pytest.raises(ConfigError, match=r"probe\.lr"):
-        _cfg(probe={"lr": "fast"})
+        tiny_cfg_run(probe={"lr": "fast"})
     with pytest.raises(ConfigError, match=r"probe\.layers='some'"):
-        _cfg(probe={"layers": "some"})
-    settings = _cfg(probe={"steps": 5, "lr": 1, "layers": ["final"]}).probe
+        tiny_cfg_run(probe={"layers": "some"})
+    settings = tiny_cfg_run(probe={"steps": 5, "lr": 1, "layers": ["final"]}).probe
     fit = settings.fit(seed=4)
     assert (fit.steps, fit.lr, fit.seed, settings.layers) == (5, 1.0, 4, ("final",))
