@@ -49,9 +49,9 @@ def _queries(row: dict[str, Any]) -> tuple[list[int], list[dict[str, Any]]]:
     if start is None or row["solution"] is None:
         return ids, []
     out = []
+    trace: list = []  # (sentence, param) of every named sentence
+    judge_problem(problem, row["solution"], trace=trace)
     if not row["correct"] and row["first_error"] is not None:
-        trace: list = []
-        judge_problem(problem, row["solution"], trace=trace)
         wrong = [p for n, p in trace if n == row["first_error"]]
         w = row["first_error"]
         if wrong and w <= len(ends):
@@ -61,8 +61,6 @@ def _queries(row: dict[str, Any]) -> tuple[list[int], list[dict[str, Any]]]:
                         "name": problem.name(wrong[0]), "pos": start if w == 0 else ends[w - 1],
                         "labels": {t: int(getattr(labels, t)[-1, col]) for t in ROW_PROBES}})
     if row["correct"] and row["n_unnecessary"]:
-        trace = []
-        judge_problem(problem, row["solution"], trace=trace)
         extra = [p for _, p in trace if p not in problem.necessary]
         for p in list(dict.fromkeys(extra))[:MAX_UNNECESSARY]:
             out.append({"kind": "unnecessary", "error_kind": None, "name": problem.name(p),

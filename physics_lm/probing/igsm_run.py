@@ -45,7 +45,7 @@ from physics_lm.config import ConfigError
 from physics_lm.data.igsm.gen.probe_names import name_len
 from physics_lm.data.igsm.task import IGSMTask
 from physics_lm.modes import Handler
-from physics_lm.probing import heads, igsm_plots, igsm_probe
+from physics_lm.probing import heads, igsm_mistakes, igsm_plots, igsm_probe
 from physics_lm.probing import igsm_queries as iq
 from physics_lm.probing import train_probe as tp
 from physics_lm.probing.capture import residual_layer_names
@@ -266,7 +266,6 @@ def _run(loaded: Any, settings: IGSMProbeSettings) -> dict[str, Any]:
                 depth[model], depth["n"] = table["acc"], table["n"]
             doc["depth"] = depth
         if settings.mistakes:
-            from physics_lm.probing import igsm_mistakes
             doc.update(igsm_mistakes.analyse(loaded, settings, main, states["trained"]))
     return doc
 
