@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from physics_lm.config import ModelConfig
-from physics_lm.eval.decode import DecodeState, generate
+from physics_lm.eval.decode import DecodeState, FnHook, generate
 from physics_lm.models.gpt2 import GPT2
 
 MODELS = {
@@ -46,7 +46,7 @@ def _time(cfg: ModelConfig, params, batch: int, new: int, use_cache: bool, stop:
     prompt = jnp.full((batch, 1), 9, jnp.int32)
     plen = jnp.ones((batch,), jnp.int32)
     kw = dict(max_new=new, eos_id=-1, use_cache=use_cache,
-              step_hook=_stop_after(stop) if stop else None)
+              hook=FnHook(_stop_after(stop)) if stop else None)
     compiled = generate.lower(cfg, params, jax.random.key(0), prompt, plen, **kw).compile()
     cpu0, wall0 = time.process_time(), time.perf_counter()
     out = compiled(params, jax.random.key(1), prompt, plen)

@@ -53,6 +53,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                        eval_batches=2, checkpoint_every=150)
         c.probe.update(steps=30, batch_size=8, lr=3e-3, eval_batches=1, queries=3,
                        ood_ops=(8,), delta="shared", depth_steps=10, log_every=10)
+        c.regret.update(n=8, cells=("op=3",), beams=(1, 2), v1_steps=10, v2_steps=5,
+                        batch_size=8, queries=3, decode_batch=8)
     if a.get("scaled") == "1":  # the paper's trends on a CPU: ops <= 6, a 6-layer width-128 model
         c.task.update(preset="custom", max_op=6, max_edge=10, seq_len=464)
         c.model = common.model(6, 4, 128, max_len=464, compute_dtype="float32")
@@ -63,6 +65,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.probe.update(steps=200, batch_size=8, lr=3e-3, eval_batches=16, queries=3,
                        delta="shared", ood_ops=(11, 14), depth_steps=100, mistakes=64,
                        log_every=25)
+        # Part 2.2's regret table at CPU scale: 256 problems of the hardest ID and OOD cells
+        c.regret.update(n=256, cells=("op=6", "op=11"), beams=(1, 4, 16), v1_steps=300,
+                        v2_steps=100, batch_size=8, queries=3, decode_batch=64)
     return c
 
 

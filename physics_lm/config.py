@@ -128,6 +128,7 @@ class ExperimentConfig:
     probe: Any = None
     sample: Any = None
     attention: Any = None
+    regret: Any = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True, default=_jsonable)

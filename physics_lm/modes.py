@@ -28,8 +28,9 @@ MODES = {
     "sample": "physics_lm.analysis:run_analysis",
     "probe": "physics_lm.analysis:run_analysis",
     "attention": "physics_lm.analysis:run_analysis",
+    "regret": "physics_lm.analysis:run_analysis",
 }
-ANALYSIS_MODES = ("eval", "sample", "probe", "attention")
+ANALYSIS_MODES = ("eval", "sample", "probe", "attention", "regret")
 
 # mode -> task family -> "module:ATTRIBUTE" of a `Handler`.
 HANDLERS: dict[str, dict[str, str]] = {
@@ -39,6 +40,7 @@ HANDLERS: dict[str, dict[str, str]] = {
     "probe": {"cfg": "physics_lm.probing.cfg_run:PROBE",
               "igsm": "physics_lm.probing.igsm_run:PROBE"},
     "attention": {"cfg": "physics_lm.eval.cfg_attention_run:ATTENTION"},
+    "regret": {"igsm": "physics_lm.eval.regret_run:REGRET"},
 }
 
 

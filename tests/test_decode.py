@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from physics_lm.config import POSITION_SCHEMES, ModelConfig
-from physics_lm.eval.decode import completions, generate, rewind
+from physics_lm.eval.decode import FnHook, completions, generate, rewind
 from physics_lm.models.gpt2 import GPT2
 
 V, BOS, EOS = 8, 7, 5
@@ -103,6 +103,6 @@ def test_rewind_hook_resumes_from_kept_prefix(use_cache):
     kw = dict(temperature=0.0, eos_id=-1, use_cache=use_cache)
     plain = generate(cfg, params, jax.random.key(0), PROMPT, PROMPT_LEN, max_new=10, **kw)
     retried = generate(cfg, params, jax.random.key(0), PROMPT, PROMPT_LEN, max_new=13,
-                       step_hook=hook, **kw)
+                       hook=FnHook(hook), **kw)
     np.testing.assert_array_equal(retried.length, plain.length)
     np.testing.assert_array_equal(retried.tokens[:, :14], plain.tokens)

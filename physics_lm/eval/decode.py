@@ -18,19 +18,25 @@ steps; rows without EOS by then are cut (`done` False).
 Keys. Step s samples every row with `fold_in(key, s)`, identically in both samplers, so the cached
 and the recompute sampler give the same tokens for the same key (up to float ties).
 
-Hooks (Part 2.2 "retry upon regret"). `decode_step` is: sample from the current logits, append,
-call `step_hook(state) -> state`, then run the model on each row's *last* token at position
-`length - 1`. A hook may therefore erase tokens with `rewind`: it truncates rows and empties the
-cache slots at positions >= the new length - 1, and the forward that follows recomputes the
-logits after the kept prefix. Sampling keys follow the step count, not the row length, so a
-retried position draws fresh randomness.
+Hooks (Part 2.2 "retry upon regret", `eval/regret.py`). `decode_step` is: sample from the
+current logits, append, call `hook.step(state, hook_args) -> state`, then run the model on each
+row's *last* token at position `length - 1`. A hook may therefore erase tokens with `rewind`: it
+truncates rows and empties the cache slots at positions >= the new length - 1, and the forward
+that follows recomputes the logits after the kept prefix. Sampling keys follow the step count,
+not the row length, so a retried position draws fresh randomness. A hook is a static (hashable)
+object; what it computes with (a detector's params) comes in as the traced `hook_args`, and its
+own loop state lives in `state.aux` (`hook.init`). It may also change a row's temperature
+(`state.temperature`, float32[B]), e.g. to resample a rejected sentence. With rewinds a row needs
+more steps than tokens: `max_steps` (default `max_new`) bounds the steps and the cache slots,
+`max_new` the tokens a row may hold.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -53,6 +59,8 @@ class DecodeState(NamedTuple):
       logits: float32[B, V] next-token logits after each row's last token.
       step: int32[] steps taken.
       cache: the KV cache collection (None for the recompute sampler).
+      temperature: float32[B] each row's sampling temperature (<= 0: greedy); hooks may change it.
+      aux: the hook's own carry (None without a hook).
     """
 
     tokens: jax.Array
@@ -62,12 +70,15 @@ class DecodeState(NamedTuple):
     logits: jax.Array
     step: jax.Array
     cache: Any
+    temperature: jax.Array
+    aux: Any = None
 
 
 class DecodeResult(NamedTuple):
     """Output of `generate` (shapes as in DecodeState; prompt_len int32[B]).
 
     Row b's completion is tokens[b, prompt_len[b]:length[b]], its EOS included when done[b].
+    `aux` is the hook's final carry (None without a hook).
     """
 
     tokens: jax.Array
@@ -75,16 +86,40 @@ class DecodeResult(NamedTuple):
     prompt_len: jax.Array
     done: jax.Array
     logprob: jax.Array
+    aux: Any = None
 
 
-StepHook = Callable[[DecodeState], DecodeState]
+class Hook(Protocol):
+    """What `generate` calls inside its loop; must be hashable (it is a static argument)."""
+
+    def init(self, args: Any, prompt_BxP: jax.Array, prompt_len_B: jax.Array,
+             slots: int) -> Any:
+        """The initial `state.aux`."""
+
+    def step(self, state: DecodeState, args: Any) -> DecodeState:
+        """Called after each token is appended, before the model's next forward."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FnHook:
+    """A stateless hook from a function `state -> state` (hashed by the function's identity)."""
+
+    fn: Callable[[DecodeState], DecodeState]
+
+    def init(self, args: Any, prompt_BxP: jax.Array, prompt_len_B: jax.Array,
+             slots: int) -> Any:
+        return None
+
+    def step(self, state: DecodeState, args: Any) -> DecodeState:
+        return self.fn(state)
+
 # forward(cache, tokens_BxL, length_B) -> (cache, logits_BxV after each row's last token)
 Forward = Callable[[Any, jax.Array, jax.Array], tuple[Any, jax.Array]]
 
 
 def sample_logits(key: jax.Array, logits_BxV: jax.Array, temperature: float | jax.Array,
                   top_k: int = 0) -> tuple[jax.Array, jax.Array]:
-    """Draws one token per row; temperature <= 0 means greedy (argmax).
+    """Draws one token per row; temperature (a scalar or float32[B]) <= 0 means greedy (argmax).
 
     Temperature is traced, so one compiled decoder serves every temperature.
 
@@ -95,13 +130,13 @@ def sample_logits(key: jax.Array, logits_BxV: jax.Array, temperature: float | ja
     if top_k:
         kth_Bx1 = jax.lax.top_k(logits_BxV, top_k)[0][:, -1:]
         logits_BxV = jnp.where(logits_BxV < kth_Bx1, -jnp.inf, logits_BxV)
-    t = jnp.asarray(temperature, jnp.float32)
-    greedy = t <= 0
-    scaled_BxV = logits_BxV / jnp.where(greedy, 1.0, t)
+    t_B = jnp.broadcast_to(jnp.asarray(temperature, jnp.float32), logits_BxV.shape[:1])
+    greedy_B = t_B <= 0
+    scaled_BxV = logits_BxV / jnp.where(greedy_B, 1.0, t_B)[:, None]
     sampled_B = jax.random.categorical(key, scaled_BxV, axis=-1)
-    token_B = jnp.where(greedy, jnp.argmax(logits_BxV, axis=-1), sampled_B).astype(jnp.int32)
+    token_B = jnp.where(greedy_B, jnp.argmax(logits_BxV, axis=-1), sampled_B).astype(jnp.int32)
     logp_B = jnp.take_along_axis(jax.nn.log_softmax(scaled_BxV), token_B[:, None], 1)[:, 0]
-    return token_B, jnp.where(greedy, 0.0, logp_B)
+    return token_B, jnp.where(greedy_B, 0.0, logp_B)
 
 
 def invalidate_from(cache: Any, pos_B: jax.Array) -> Any:
@@ -133,14 +168,14 @@ def rewind(state: DecodeState, new_length_B: jax.Array, pad_id: int = 0) -> Deco
         cache=invalidate_from(state.cache, cut_B - 1))
 
 
-def decode_step(state: DecodeState, key: jax.Array, forward: Forward, *,
-                temperature: float | jax.Array, top_k: int, eos_id: int, pad_id: int,
-                step_hook: StepHook | None = None) -> DecodeState:
+def decode_step(state: DecodeState, key: jax.Array, forward: Forward, *, top_k: int,
+                eos_id: int, pad_id: int, hook: Hook | None = None,
+                hook_args: Any = None) -> DecodeState:
     """One token for every unfinished row: sample, append, hook, then the model's next logits."""
-    B = state.tokens.shape[0]
+    B, L = state.tokens.shape
     token_B, logp_B = sample_logits(jax.random.fold_in(key, state.step), state.logits,
-                                    temperature, top_k)
-    active_B = ~state.done
+                                    state.temperature, top_k)
+    active_B = ~state.done & (state.length < L)
     token_B = jnp.where(active_B, token_B, pad_id)
     tokens_BxL = state.tokens.at[jnp.arange(B), state.length].set(
         jnp.where(active_B, token_B, state.tokens[jnp.arange(B), state.length]),
@@ -151,8 +186,8 @@ def decode_step(state: DecodeState, key: jax.Array, forward: Forward, *,
         done=state.done | (active_B & (token_B == eos_id)),
         logprob=state.logprob + jnp.where(active_B, logp_B, 0.0),
         step=state.step + 1)
-    if step_hook is not None:
-        state = step_hook(state)
+    if hook is not None:
+        state = hook.step(state, hook_args)
     cache, logits_BxV = forward(state.cache, state.tokens, state.length)
     return state._replace(cache=cache, logits=logits_BxV)
 
@@ -193,11 +228,12 @@ def _recompute_backend(cfg: ModelConfig, params: Any) -> Forward:
 
 
 @functools.partial(jax.jit, static_argnames=(
-    "cfg", "max_new", "top_k", "eos_id", "pad_id", "step_hook", "use_cache"))
+    "cfg", "max_new", "top_k", "eos_id", "pad_id", "hook", "use_cache", "max_steps"))
 def generate(cfg: ModelConfig, params: Any, key: jax.Array, prompt_BxP: jax.Array,
              prompt_len_B: jax.Array, *, max_new: int, temperature: float | jax.Array = 1.0,
-             top_k: int = 0, eos_id: int, pad_id: int = 0, step_hook: StepHook | None = None,
-             use_cache: bool = True) -> DecodeResult:
+             top_k: int = 0, eos_id: int, pad_id: int = 0, hook: Hook | None = None,
+             hook_args: Any = None, use_cache: bool = True, max_steps: int = 0
+             ) -> DecodeResult:
     """Samples up to `max_new` tokens after each row's prompt (layout: module docstring).
 
     Args:
@@ -206,19 +242,22 @@ def generate(cfg: ModelConfig, params: Any, key: jax.Array, prompt_BxP: jax.Arra
       key: jax.random key; step s uses fold_in(key, s).
       prompt_BxP: int32 left-aligned prompts (BOS first), pad after prompt_len_B.
       prompt_len_B: int32 prompt lengths, 1..P.
-      max_new: most tokens generated per row (EOS included); the buffer is P + max_new.
-      temperature: traced; <= 0 is greedy.
+      max_new: most tokens a row holds after its prompt (EOS included); buffer P + max_new.
+      temperature: traced, a scalar or float32[B]; <= 0 is greedy.
       top_k: keep the k largest logits (0 = all); static.
       eos_id: the id that ends a row (use -1 to never stop early, e.g. for benchmarks).
       pad_id: what finished rows emit.
-      step_hook: optional `state -> state` called inside every step (see `decode_step`).
+      hook: optional static `Hook` called inside every step (see `decode_step`); `hook_args`
+        its traced inputs.
       use_cache: False runs the reference sampler, a full forward of the L-token buffer per step.
+      max_steps: most decoding steps (0 = max_new); more than max_new when a hook rewinds.
 
     Returns:
       DecodeResult.
     """
     B, P = prompt_BxP.shape
     L = P + max_new
+    steps = max(max_steps, max_new)
     if cfg.pos == "absolute" and cfg.max_len < L:
         raise ValueError(f"prompt buffer {P} + max_new {max_new} exceeds model.max_len="
                          f"{cfg.max_len} (learned absolute positions)")
@@ -228,18 +267,20 @@ def generate(cfg: ModelConfig, params: Any, key: jax.Array, prompt_BxP: jax.Arra
                          ((0, 0), (0, max_new)), constant_values=pad_id)
     if use_cache:
         cache, logits_BxV, forward = cached_backend(cfg, params, prompt_BxP.astype(jnp.int32),
-                                                     prompt_len_B, L)
+                                                     prompt_len_B, P + steps)
     else:
         forward = _recompute_backend(cfg, params)
         cache, logits_BxV = forward(None, tokens_BxL, prompt_len_B)
+    aux = None if hook is None else hook.init(hook_args, prompt_BxP, prompt_len_B, P + steps)
+    temp_B = jnp.broadcast_to(jnp.asarray(temperature, jnp.float32), (B,))
     state = DecodeState(tokens_BxL, prompt_len_B, jnp.zeros((B,), bool), jnp.zeros((B,)),
-                        logits_BxV, jnp.zeros((), jnp.int32), cache)
-    body = functools.partial(decode_step, key=key, forward=forward, temperature=temperature,
-                             top_k=top_k, eos_id=eos_id, pad_id=pad_id, step_hook=step_hook)
+                        logits_BxV, jnp.zeros((), jnp.int32), cache, temp_B, aux)
+    body = functools.partial(decode_step, key=key, forward=forward, top_k=top_k, eos_id=eos_id,
+                             pad_id=pad_id, hook=hook, hook_args=hook_args)
     state = jax.lax.while_loop(
-        lambda s: (s.step < max_new) & ~jnp.all(s.done), body, state)
+        lambda s: (s.step < steps) & ~jnp.all(s.done | (s.length >= L)), body, state)
     return DecodeResult(state.tokens, state.length, prompt_len_B, state.done,
-                        state.logprob)
+                        state.logprob, state.aux)
 
 
 def completions(result: DecodeResult) -> list[tuple[list[int], bool]]:

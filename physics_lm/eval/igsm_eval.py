@@ -28,6 +28,7 @@ import collections
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -116,11 +117,25 @@ def _budget(model_cfg: ModelConfig, task: IGSMTask, P: int, ec: IGSMEvalConfig) 
     return max_new
 
 
+# decode(prompt_BxP, prompt_len_B, max_new, key) -> DecodeResult: another decoder for a cell
+# (Part 2.2's retry upon regret, `eval/regret_run.py`).
+CellDecoder = Callable[[np.ndarray, np.ndarray, int, jax.Array], DecodeResult]
+RECORDED_AUX = ("retries", "flags")  # hook carry fields copied into each generation's row
+
+
+def _aux_rows(out: DecodeResult) -> list[dict[str, Any]]:
+    aux = out.aux if isinstance(out.aux, dict) else {}
+    got = {k: np.asarray(jax.device_get(aux[k])).tolist() for k in RECORDED_AUX if k in aux}
+    return [{k: v[b] for k, v in got.items()} for b in range(out.tokens.shape[0])]
+
+
 def generate_cell(model_cfg: ModelConfig, params: Any, task: IGSMTask, name: str,
                   ec: IGSMEvalConfig, key: jax.Array,
-                  timing: dict[str, float] | None = None) -> list[dict[str, Any]]:
+                  timing: dict[str, float] | None = None,
+                  decode: CellDecoder | None = None) -> list[dict[str, Any]]:
     """Draws the cell's problems, decodes them in batches and judges every generation;
-    adds the seconds spent sampling (compile included) and decoding + judging to `timing`."""
+    adds the seconds spent sampling (compile included) and decoding + judging to `timing`.
+    `decode` replaces the decoder of `ec` (rows then also carry `RECORDED_AUX` fields)."""
     vocab = get_vocab()
     timing = {} if timing is None else timing
     t0 = time.perf_counter()
@@ -140,15 +155,20 @@ def generate_cell(model_cfg: ModelConfig, params: Any, task: IGSMTask, name: str
     B = ec.decode_batch
     for start in range(0, ec.n, B):
         idx = np.arange(start, start + B) % ec.n  # the last chunk repeats rows: one shape
-        out = _decode(model_cfg, params, jax.random.fold_in(key, start), prompts[idx], lens[idx],
-                      max_new, ec)
+        k = jax.random.fold_in(key, start)
+        if decode is None:
+            out = _decode(model_cfg, params, k, prompts[idx], lens[idx], max_new, ec)
+        else:
+            out = decode(prompts[idx], lens[idx], max_new, k)
+        extras = _aux_rows(out)
         for j, (gen, done) in enumerate(completions(out)[: min(B, ec.n - start)]):
             r = start + j
             prompt_ids = prompts[r, : lens[r]].tolist()
             problem_text, _, _ = vocab.split_example(prompt_ids)
             _, solution, answer = vocab.split_example(prompt_ids + gen + [vocab.eos_id] * done)
-            rows.append(_judged(name, problem_text, vocab.decode(prompt_ids), vocab.decode(gen),
-                                solution, answer, int(labels["op"][r]), done))
+            rows.append({**_judged(name, problem_text, vocab.decode(prompt_ids),
+                                   vocab.decode(gen), solution, answer, int(labels["op"][r]),
+                                   done), **extras[j]})
     timing["decode_s"] = timing.get("decode_s", 0.0) + time.perf_counter() - t1
     return rows
 

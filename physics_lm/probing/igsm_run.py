@@ -184,19 +184,19 @@ def depth_table(q: dict[str, np.ndarray]) -> dict[str, list]:
     return {"acc": acc, "n": np.bincount(d, minlength=DIST_BUCKETS).tolist()}
 
 
-class _Prober:
+class Prober:
     """Fits and scores one probe configuration on the trained model and its control."""
 
     def __init__(self, loaded: Any, settings: IGSMProbeSettings, layers: tuple[str, ...],
-                 tasks: tuple[str, ...], steps: int, splits: tuple[str, ...] | None = None
-                 ) -> None:
+                 tasks: tuple[str, ...], steps: int, splits: tuple[str, ...] | None = None,
+                 qv_rank: int = 0) -> None:
         exp = loaded.exp
         self.loaded, self.layers, self.tasks = loaded, layers, tasks
         self.fit_settings = settings.fit(loaded.cfg.seed, steps)
         shapes = jax.eval_shape(lambda: loaded.params)
         make = lambda t: igsm_probe.make_problem(
             t, exp.model, shapes, layers, tasks, settings.queries, settings.delta,
-            settings.rank, axis_rules=sharding.activation_rules(exp.mesh))
+            settings.rank, qv_rank, axis_rules=sharding.activation_rules(exp.mesh))
         self.problem = make(exp.task)
         self.replicated = NamedSharding(exp.mesh, PartitionSpec())
         self.steps = tp.jit_steps(self.problem, self.fit_settings,
@@ -246,7 +246,7 @@ def _run(loaded: Any, settings: IGSMProbeSettings) -> dict[str, Any]:
     results: dict[str, Any] = {t: {} for t in tasks}
     final_loss, states = {}, {}
     with jax.set_mesh(exp.mesh):
-        main = _Prober(loaded, settings, (settings.layer,), tasks, settings.steps)
+        main = Prober(loaded, settings, (settings.layer,), tasks, settings.steps)
         for model, params in models.items():
             queries, final_loss[model], states[model] = main.run(params, model)
             for split, q in queries.items():
@@ -256,7 +256,7 @@ def _run(loaded: Any, settings: IGSMProbeSettings) -> dict[str, Any]:
         doc.update(splits=list(main.evals), final_loss=final_loss, results=results)
         if settings.depth:
             layers = residual_layer_names(exp.model.cfg.num_layers)
-            deep = _Prober(loaded, settings, layers, ("nece",),
+            deep = Prober(loaded, settings, layers, ("nece",),
                            settings.depth_steps or settings.steps, splits=("id",))
             depth: dict[str, Any] = {"layers": list(layers),
                                      "distances": list(range(DIST_BUCKETS))}

@@ -20,6 +20,7 @@ import jax
 import numpy as np
 from absl import logging
 
+from physics_lm import modes
 from physics_lm.config import ConfigError, ExperimentConfig
 from physics_lm.train import init_from, lora_base, memory, sharding
 from physics_lm.train import metrics as metrics_lib
@@ -32,8 +33,7 @@ from physics_lm.train.steps import make_eval_step, make_train_step
 RESUMABLE_KEYS = ("train.log_every", "train.eval_every", "train.eval_batches",
                   "train.checkpoint_every", "train.keep_checkpoints",
                   "train.peak_flops_per_device", "train.device_memory_bytes",
-                  "train.analysis_every", "mesh", "eval",
-                  "probe", "sample", "attention", "extra")
+                  "train.analysis_every", "mesh", *modes.ANALYSIS_MODES, "extra")
 
 
 class NonFiniteLossError(RuntimeError):
