@@ -109,7 +109,10 @@ def _budget(model_cfg: ModelConfig, task: IGSMTask, P: int, ec: IGSMEvalConfig) 
         op_bound = 2 * task.op
     else:
         op_bound = task.op if task.op is not None else task.resolved_max_op
-    max_new = ec.max_new or min(24 * op_bound + 64, MAX_TOTAL - P)
+    # rounded up to the prompt bucket: nearby cells share one compiled decoder (rows stop at EOS,
+    # so a larger budget costs cache memory, not steps)
+    need = -(-(24 * op_bound + 64) // _PROMPT_BUCKET) * _PROMPT_BUCKET
+    max_new = ec.max_new or min(need, MAX_TOTAL - P)
     if model_cfg.pos == "absolute" and P + max_new > model_cfg.max_len:
         raise ConfigError(f"eval: prompt {P} + max_new {max_new} tokens exceed model.max_len="
                           f"{model_cfg.max_len}, and absolute positions cannot go past it; set "
@@ -151,10 +154,13 @@ def generate_cell(model_cfg: ModelConfig, params: Any, task: IGSMTask, name: str
     prompts[:, :width] = tokens[:, :width]
     prompts[np.arange(P)[None, :] >= lens[:, None]] = vocab.pad_id
     max_new = _budget(model_cfg, task, P, ec)
-    rows: list[dict[str, Any]] = []
+    # Batches of similar expected length (the sampler's own solution length): the decoder stops
+    # when every row of a batch has finished, so a long row no longer keeps short ones waiting.
+    order = np.argsort(np.asarray(labels["ans_pos"]) - sol_pos, kind="stable")
+    by_row: dict[int, dict[str, Any]] = {}
     B = ec.decode_batch
     for start in range(0, ec.n, B):
-        idx = np.arange(start, start + B) % ec.n  # the last chunk repeats rows: one shape
+        idx = order[np.arange(start, start + B) % ec.n]  # the last chunk repeats rows: one shape
         k = jax.random.fold_in(key, start)
         if decode is None:
             out = _decode(model_cfg, params, k, prompts[idx], lens[idx], max_new, ec)
@@ -162,15 +168,15 @@ def generate_cell(model_cfg: ModelConfig, params: Any, task: IGSMTask, name: str
             out = decode(prompts[idx], lens[idx], max_new, k)
         extras = _aux_rows(out)
         for j, (gen, done) in enumerate(completions(out)[: min(B, ec.n - start)]):
-            r = start + j
+            r = int(idx[j])
             prompt_ids = prompts[r, : lens[r]].tolist()
             problem_text, _, _ = vocab.split_example(prompt_ids)
             _, solution, answer = vocab.split_example(prompt_ids + gen + [vocab.eos_id] * done)
-            rows.append({**_judged(name, problem_text, vocab.decode(prompt_ids),
+            by_row[r] = {**_judged(name, problem_text, vocab.decode(prompt_ids),
                                    vocab.decode(gen), solution, answer, int(labels["op"][r]),
-                                   done), **extras[j]})
+                                   done), **extras[j]}
     timing["decode_s"] = timing.get("decode_s", 0.0) + time.perf_counter() - t1
-    return rows
+    return [by_row[r] for r in range(ec.n)]
 
 
 def _judged(cell: str, problem_text: str, prompt: str, generated: str, solution: str | None,
