@@ -187,6 +187,7 @@ def test_regret_mode_writes_the_table(tmp_path, igsm_smoke_run):
         if g["retries"] < c.regret.retries and w is not None and w < len(g["flags"]):
             assert g["flags"][w] != 0, g
     assert (tmp_path / "regret" / "detector_v1.msgpack").exists()
+    assert (tmp_path / "regret" / "regret_table.png").exists()
 
 
 def test_a_saved_detector_is_reused_only_for_the_same_fit(tmp_path, monkeypatch):

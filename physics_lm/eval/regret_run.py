@@ -190,4 +190,31 @@ def _run(loaded: Any, s: IGSMRegretSettings) -> dict[str, Any]:
             "records": {"generations": records}}
 
 
-REGRET = Handler(settings=IGSMRegretSettings, run=_run, step_field="checkpoint_step")
+def _plots(doc: dict[str, Any], out_dir: Any) -> None:
+    """regret_table.png: accuracy (95% interval) of every row, grouped by cell."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logging.info("matplotlib is not installed: skipping the regret plot")
+        return
+    rows, cells = doc["rows"], doc["cells"]
+    width = 0.8 / max(len(rows), 1)
+    fig, ax = plt.subplots(figsize=(2 + 1.6 * len(cells), 3.6), layout="constrained")
+    for i, row in enumerate(rows):
+        m = [doc["table"][row][c] for c in cells]
+        acc = np.array([x["accuracy"] for x in m])
+        err = np.array([[a - x["acc_lo"], x["acc_hi"] - a] for a, x in zip(acc, m, strict=True)])
+        ax.bar(np.arange(len(cells)) + i * width, acc, width, yerr=err.T, label=row, capsize=2)
+    ax.set_xticks(np.arange(len(cells)) + 0.4 - width / 2, cells)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=7, ncols=2)
+    fig.savefig(out_dir / "regret_table.png", dpi=120)
+    plt.close(fig)
+
+
+REGRET = Handler(settings=IGSMRegretSettings, run=_run, step_field="checkpoint_step",
+                 plots=_plots)
