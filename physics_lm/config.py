@@ -212,6 +212,27 @@ def build_section(name: str, cls: type, raw: Mapping[str, Any] | None) -> Any:
     return cls(**kwargs)
 
 
+def check_dataset(key: str, value: str, family: str) -> None:
+    """An `eval.dataset` setting: "" (sample the problems) or "tfds:<builder>/<config>" naming a
+    frozen set (physics_lm/data/tfds) that `family`'s evaluator reads. Imports neither TFDS nor
+    JAX, so a typo fails at config load, before any training."""
+    if not value:
+        return
+    from physics_lm.data.tfds import BUILDERS, PREFIX, parse_name
+
+    mine = [b for b, (_, fam) in BUILDERS.items() if fam == family]
+    example = f"{PREFIX}{mine[0]}/<config>" if mine else "none"
+    if not value.startswith(PREFIX):
+        raise ConfigError(f"{key}={value!r}: expected '' (sample) or {example}")
+    try:
+        builder, _ = parse_name(value[len(PREFIX):])
+    except ValueError as e:
+        raise ConfigError(f"{key}={value!r}: {e}") from None
+    if builder not in mine:
+        raise ConfigError(f"{key}={value!r}: {builder} sets are not read by task.name="
+                          f"{family!r}; its sets: {example}")
+
+
 def _require(cond: bool, key: str, value: Any, why: str) -> None:
     if not cond:
         raise ConfigError(f"{key}={value!r}: {why}")

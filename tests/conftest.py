@@ -15,13 +15,29 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
 import importlib
+import importlib.util
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 _REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+
+
+def _use_this_checkouts_configs() -> None:
+    """`physics_lm.configs` is installed from configs/ of the checkout `pip install -e` ran in;
+    a test of another checkout (a git worktree) must load *its* configs/, beside these tests."""
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    spec = importlib.util.spec_from_file_location(
+        "physics_lm.configs", configs / "__init__.py", submodule_search_locations=[str(configs)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["physics_lm.configs"] = module
+    spec.loader.exec_module(module)
+
+
+_use_this_checkouts_configs()
 
 
 @pytest.fixture(scope="session")

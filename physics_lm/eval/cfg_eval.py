@@ -19,6 +19,9 @@ unknown key or a bad value is a ConfigError naming it). `EVALUATOR` registers it
   subtrees=True         subtree diversity of the cut0 generations (parses every valid one)
   step=-1               checkpoint step; -1 = latest
   plots=True            write eval/*.png when matplotlib is importable
+  dataset=""            or "tfds:cfg_eval_sets/<config>": read the true strings (prefixes and
+                        KL strings) from that frozen set (physics_lm/data/tfds) instead of sampling
+  data_dir=""           where the set was built ("" = TFDS's default)
 
 Metrics (`evaluate_cfg`'s dict; "T1" is temperature 1, "T0.1" 0.1):
   generation.cut{0,k}.T*: accuracy (EOS emitted and BOS-free string in the grammar, by the batched
@@ -66,7 +69,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from physics_lm.config import ConfigError, ModelConfig
+from physics_lm.config import ConfigError, ModelConfig, check_dataset
 from physics_lm.data.cfg import membership, nexttoken
 from physics_lm.data.cfg.grammar import Grammar
 from physics_lm.data.cfg.repair import min_prefix_repairs
@@ -99,8 +102,11 @@ class EvalConfig:
     subtrees: bool = True
     step: int = -1
     plots: bool = True
+    dataset: str = ""
+    data_dir: str = ""
 
     def __post_init__(self) -> None:
+        check_dataset("eval.dataset", self.dataset, "cfg")
         for key in ("n_generate", "decode_batch", "n_dp", "prefix_len"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"eval.{key}={getattr(self, key)!r}: must be >= 1")
@@ -116,8 +122,14 @@ def tkey(t: float) -> str:
     return f"T{t:g}"
 
 
-def true_strings(grammar: Grammar, key: jax.Array, n: int) -> list[list[int]]:
-    """n fresh strings of the grammar as token lists (host)."""
+def true_strings(grammar: Grammar, key: jax.Array, n: int, ec: EvalConfig | None = None,
+                 split: str = "") -> list[list[int]]:
+    """n fresh strings of the grammar as token lists (host); with `ec.dataset`, the first n of
+    that set's `split` (drawn there with this very key, physics_lm/data/tfds/cfg_sets.py)."""
+    if ec is not None and ec.dataset:
+        from physics_lm.data.tfds import read
+        return read.cfg_strings(ec.dataset.removeprefix("tfds:"), ec.data_dir, grammar.name,
+                                split, n)
     s = jax.device_get(sample_strings(key, grammar, n))
     return [s.tokens[i, : s.length[i]].tolist() for i in range(n)]
 
@@ -276,7 +288,7 @@ def evaluate_cfg(model_cfg: ModelConfig, params: Any, task: CFGTask, ec: EvalCon
     # The sampling key depends on the temperature only, so the clean and the corrupted prefix
     # of a string are continued with the same randomness.
     gen_key = lambda t: jax.random.fold_in(k_gen, round(t * 1e4))
-    base = true_strings(g, k_base, ec.n_generate)
+    base = true_strings(g, k_base, ec.n_generate, ec, "generation")
     cut = [s[: ec.prefix_len] for s in base]
     memo: dict[tuple, tuple[dict, list]] = {}
 
@@ -294,7 +306,7 @@ def evaluate_cfg(model_cfg: ModelConfig, params: Any, task: CFGTask, ec: EvalCon
     if ec.subtrees:  # the valid cut0 generations vs the true strings behind the cut prefixes
         out["diversity"] = {"subtrees": {tkey(t): subtree_diversity(g, memo[0, t][1], base)
                                          for t in ec.temperatures}}
-    truth = true_strings(g, k_dp, ec.n_dp)
+    truth = true_strings(g, k_dp, ec.n_dp, ec, "distribution")
     ok = membership.check_strings(g, truth)
     out["truth"] = {"accuracy": float(ok.mean()), "nll_true": _string_nll(g, truth[: ec.n_entropy]),
                     "mean_len": float(np.mean([len(s) for s in truth])),

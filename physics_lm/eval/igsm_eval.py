@@ -19,7 +19,10 @@ The `eval` config section (`IGSMEvalConfig`): n=4096 (the paper's count), cells=
 tuple of names, e.g. `--config.eval.cells="('op<=15','reask')"`), decoder="greedy" | "beam" |
 "sample", beam=4, temperature=1.0 (decoder="sample"), max_new=0 (0 = enough for the cell's op
 bound, at most 2048 - prompt), decode_batch=256, seed=0, step=-1 (latest checkpoint),
-control=False (also the random-init model), plots=True.
+control=False (also the random-init model), plots=True, dataset="" (sample each cell) or
+"tfds:igsm_eval_cells/<config>": read the first n problems of each cell from that frozen set
+(physics_lm/data/tfds; built from the eval seed in its name, so it holds the problems sampling
+would draw), data_dir="" (where the set was built; "" = TFDS's default).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from physics_lm.config import ConfigError, ModelConfig
+from physics_lm.config import ConfigError, ModelConfig, check_dataset
 from physics_lm.data.igsm import cells as cells_lib
 from physics_lm.data.igsm.task import IGSMTask
 from physics_lm.data.igsm.text.judge import judge_problem
@@ -65,8 +68,11 @@ class IGSMEvalConfig:
     step: int = -1
     control: bool = False
     plots: bool = True
+    dataset: str = ""
+    data_dir: str = ""
 
     def __post_init__(self) -> None:
+        check_dataset("eval.dataset", self.dataset, "igsm")
         for key in ("n", "beam", "decode_batch"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"eval.{key}={getattr(self, key)!r}: must be >= 1")
@@ -132,21 +138,30 @@ def _aux_rows(out: DecodeResult) -> list[dict[str, Any]]:
     return [{k: v[b] for k, v in got.items()} for b in range(out.tokens.shape[0])]
 
 
+def cell_problems(task: IGSMTask, name: str, ec: IGSMEvalConfig
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(tokens [n, T], sol_pos [n], op [n]) of cell `name`: sampled, or read from eval.dataset."""
+    if ec.dataset:
+        from physics_lm.data.tfds import read
+        return read.igsm_cell(ec.dataset.removeprefix("tfds:"), ec.data_dir, task, name, ec.n)
+    batch = jax.device_get(cells_lib.cell_batch(task, ec.seed, name, ec.n))
+    return tuple(np.asarray(x) for x in (batch.tokens, batch.labels["sol_pos"],
+                                         batch.labels["op"]))
+
+
 def generate_cell(model_cfg: ModelConfig, params: Any, task: IGSMTask, name: str,
                   ec: IGSMEvalConfig, key: jax.Array,
                   timing: dict[str, float] | None = None,
                   decode: CellDecoder | None = None) -> list[dict[str, Any]]:
-    """Draws the cell's problems, decodes them in batches and judges every generation;
+    """Draws (or reads) the cell's problems, decodes them in batches and judges every generation;
     adds the seconds spent sampling (compile included) and decoding + judging to `timing`.
     `decode` replaces the decoder of `ec` (rows then also carry `RECORDED_AUX` fields)."""
     vocab = get_vocab()
     timing = {} if timing is None else timing
     t0 = time.perf_counter()
-    batch = jax.device_get(cells_lib.cell_batch(task, ec.seed, name, ec.n))
+    tokens, sol_pos, ops = cell_problems(task, name, ec)
     t1 = time.perf_counter()
     timing["sample_s"] = timing.get("sample_s", 0.0) + t1 - t0
-    tokens, labels = np.asarray(batch.tokens), batch.labels
-    sol_pos = np.asarray(labels["sol_pos"])
     lens = sol_pos + 1  # BOS problem [question] SOL
     P = int(-(-lens.max() // _PROMPT_BUCKET) * _PROMPT_BUCKET)
     prompts = np.full((ec.n, P), vocab.pad_id, np.int32)
@@ -156,7 +171,7 @@ def generate_cell(model_cfg: ModelConfig, params: Any, task: IGSMTask, name: str
     max_new = _budget(model_cfg, task, P, ec)
     # Batches of similar expected length (the sampler's own solution length): the decoder stops
     # when every row of a batch has finished, so a long row no longer keeps short ones waiting.
-    order = np.argsort(np.asarray(labels["ans_pos"]) - sol_pos, kind="stable")
+    order = np.argsort(np.argmax(tokens == vocab.ans_id, axis=1) - sol_pos, kind="stable")
     by_row: dict[int, dict[str, Any]] = {}
     B = ec.decode_batch
     for start in range(0, ec.n, B):
@@ -173,7 +188,7 @@ def generate_cell(model_cfg: ModelConfig, params: Any, task: IGSMTask, name: str
             problem_text, _, _ = vocab.split_example(prompt_ids)
             _, solution, answer = vocab.split_example(prompt_ids + gen + [vocab.eos_id] * done)
             by_row[r] = {**_judged(name, problem_text, vocab.decode(prompt_ids),
-                                   vocab.decode(gen), solution, answer, int(labels["op"][r]),
+                                   vocab.decode(gen), solution, answer, int(ops[r]),
                                    done), **extras[j]}
     timing["decode_s"] = timing.get("decode_s", 0.0) + time.perf_counter() - t1
     return [by_row[r] for r in range(ec.n)]

@@ -1,0 +1,87 @@
+"""`python -m physics_lm.report`: the papers' tables from a sweep of smoke workdirs, one of them
+with real mode output (eval/igsm.json of mode=eval), the others written in the modes' shapes;
+absent runs, files and keys are gaps, never errors."""
+
+import copy
+import json
+
+from helpers import tiny_cfg_run
+
+from physics_lm.analysis import run_analysis
+from physics_lm.config import from_config_dict
+from physics_lm.report.__main__ import main, write_report
+
+
+def _igsm_config(load_config, mode="train", **train):
+    c = load_config("igsm", "smoke")
+    c.mode = mode
+    c.train.update(num_steps=4, checkpoint_every=4, **train)
+    c.optim.warmup_steps = 1
+    c.eval.update(n=6, decode_batch=4, cells=("op<=3",), plots=False)
+    return c
+
+
+def _write(path, doc):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc))
+
+
+def test_report_tables_from_a_smoke_sweep(tmp_path, load_config, igsm_smoke_run):
+    root = tmp_path / "sweep"
+    real = root / "igsm" / "d2"
+    igsm_smoke_run(real)
+    run_analysis(from_config_dict(_igsm_config(load_config, "eval")), real)
+    doc = json.loads((real / "eval" / "igsm.json").read_text())
+    acc = doc["cells"]["op<=3"]["accuracy"]
+
+    # Part 2.2 runs: retry data at two rates (their eval docs: the real one, other numbers)
+    for rate, mask, a in ((0.1, "none", 0.25), (0.5, "mistake", 0.75)):
+        c = _igsm_config(load_config)
+        c.task.update(retry="retry", retry_rate=rate, retry_mask=mask)
+        d = root / "retry" / f"r{rate}_{mask}"
+        _write(d / "config.json", json.loads(from_config_dict(c).to_json()))
+        e = copy.deepcopy(doc)
+        e["cells"]["op<=3"].update(accuracy=a, back_mean=2.5)
+        _write(d / "eval" / "igsm.json", e)
+    lora = _igsm_config(load_config, init_from=str(real), lora_rank=4)
+    _write(root / "lora4" / "config.json", json.loads(from_config_dict(lora).to_json()))
+    _write(root / "lora4" / "eval" / "igsm.json", doc)
+    probe = {"results": {t: {"id": {"trained": {"acc": 0.9}, "control": {"acc": 0.3}}}
+                         for t in ("nece", "dep")}}
+    _write(real / "probe" / "igsm.json", probe)
+    # Part 1: a tiny cfg run with eval and probe docs in the modes' shapes, and one with none
+    cfg_run = root / "cfg" / "rotary"
+    _write(cfg_run / "config.json", json.loads(tiny_cfg_run().to_json()))
+    _write(cfg_run / "eval" / "cfg.json", {"generation": {"cut0": {"T1": {"accuracy": 0.875}}},
+                                           "distribution": {"kl": 0.0123}})
+    entry = {"trained": {"acc": 0.8, "acc_boundary": 0.95},
+             "control": {"acc": 0.2, "acc_boundary": 0.4}}
+    _write(cfg_run / "probe" / "cfg.json", {
+        "layers": ["blocks.0.resid_post", "blocks.1.resid_post"], "levels": [1, 2],
+        "results": {"multi": {"blocks.1.resid_post": {f"level{l}": {"ancestor": entry}
+                                                      for l in (1, 2)}}}})
+    _write(root / "cfg" / "absolute" / "config.json",
+           json.loads(tiny_cfg_run(model={"num_layers": 2, "num_heads": 2, "d_model": 32,
+                                          "max_len": 64, "pos": "absolute"}).to_json()))
+    (root / "cfg" / "absolute" / "eval").mkdir()
+    (root / "cfg" / "absolute" / "eval" / "cfg.json").write_text("{truncated")
+
+    assert main(["--root", str(root)]) == 0
+    text = (root / "report.md").read_text()
+    assert "6 runs" in text
+    assert f"| igsm/d2 | custom_pq | 2x64 | greedy | {acc:.3f} |" in text  # real mode output
+    assert "| cfg3b | — / — | 0.875 / 0.0123 |" in text  # absolute: a broken file is a gap
+    assert "| cfg/rotary | cfg3b | rotary | multi | 0.950 (ctl 0.400) | 0.950 (ctl 0.400) |" in text
+    assert "0.900 (ctl 0.300)" in text and "| igsm/d2 | 2x64 |" in text
+    assert "| retry/r0.5_mistake | retry | 0.5 | mistake | 0.750 |" in text
+    assert "| retry/r0.1_none | retry | 0.1 | none | 2.50 |" in text  # BACK counts
+    assert "| lora4 | qv 4 / e 8 | none |" in text
+    assert "| igsm/d2 | — | — | — | — | — |" in text  # no regret/igsm.json yet: a gap
+    assert (root / "report_igsm_cells.png").stat().st_size > 0
+    assert (root / "report_retry_rate.png").stat().st_size > 0
+
+
+def test_report_of_an_empty_root_is_all_gaps(tmp_path):
+    out = write_report(tmp_path, tmp_path / "r" / "report.md")
+    assert "0 runs" in out.read_text() and "_no runs with these results" in out.read_text()
+    assert main(["--root", str(tmp_path / "nope")]) == 2
