@@ -74,9 +74,12 @@ def run(ns: argparse.Namespace) -> int:
     out = sys.stdout if ns.out == "-" else open(ns.out, "w", encoding="utf-8")  # noqa: SIM115
     t0, written, chunk = time.time(), 0, 0
     try:
+        pending = f(jax.random.fold_in(key0, 0))
         while written < ns.n:
-            b = jax.tree.map(np.asarray, f(jax.random.fold_in(key0, chunk)))
+            b = jax.tree.map(np.asarray, pending)
             chunk += 1
+            if written + batch < ns.n:  # the next chunk samples on device while this one is written
+                pending = f(jax.random.fold_in(key0, chunk))
             for r in range(batch):
                 if written == ns.n:
                     break
