@@ -87,6 +87,12 @@ def _rows(workdir: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.endswith("}")]
 
 
+def _tail(lines: list[str], n: int = 30) -> str:
+    """The last `n` lines of each process, for failure messages."""
+    return "".join(x for p in (0, 1) for x in [y for y in lines if y.startswith(f"[p{p}] ")
+                                                 and "Gloo" not in y][-n:])
+
+
 def _said(lines: list[str], process: int, pattern: str) -> list[str]:
     return [m.group(1) for x in lines if x.startswith(f"[p{process}] ")
             and (m := re.search(pattern, x))]
@@ -108,9 +114,9 @@ def test_pair_resumes_agrees_stops_on_sigterm_and_matches_one_process(tmp_path):
                 break
             time.sleep(0.2)
         pids = [int(p) for p in re.search(r"pids \[(\d+), (\d+)\]", lines[0]).groups()]
-        assert proc.poll() is None, "".join(lines[-40:])
+        assert proc.poll() is None, _tail(lines)
         os.kill(pids[1], signal.SIGTERM)  # process 1 alone: process 0 must stop at the same step
-        assert proc.wait(timeout=300) == 0, "".join(lines[-40:])
+        assert proc.wait(timeout=300) == 0, _tail(lines)
     out = "".join(lines)
 
     # Both processes set the damaged checkpoint aside, resumed from 2 and stopped at one step.
@@ -159,7 +165,7 @@ def test_igsm_pair_matches_one_process(tmp_path):
             for _ in range(2):
                 state, m = train(state)
                 want.append(float(m["loss"]))
-        assert proc.wait(timeout=900) == 0, "".join(lines[-40:])
+        assert proc.wait(timeout=900) == 0, _tail(lines)
     got = [r["loss"] for r in _rows(tmp_path) if "loss" in r]
     np.testing.assert_allclose(got, want, rtol=2e-5)
     assert finished_step(tmp_path) == 2

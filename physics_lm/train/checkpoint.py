@@ -6,7 +6,8 @@ mid-save never leaves a half-written "latest" checkpoint. Files can still be dam
 aside as `checkpoints/<step>.damaged` with a warning and restores the one before it, so a relaunch
 (or a babysitter) never dies on the same checkpoint twice. In a multi-process run all processes
 restore the same step: process 0 reads the candidate on its own and broadcasts the verdict
-before the collective restore, which cannot be abandoned half-way by one process alone.
+(through the coordination service) before the collective restore, which cannot be abandoned
+half-way by one process alone.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+
+from physics_lm.train import distributed
 
 DAMAGED_SUFFIX = ".damaged"
 
@@ -57,8 +60,8 @@ class Checkpointer:
         """
         while (step := self.latest_step()) is not None:
             if jax.process_count() > 1:
-                why = _broadcast_verdict(self.unreadable(step) if jax.process_index() == 0
-                                         else None)
+                mine = (self.unreadable(step) or "") if jax.process_index() == 0 else ""
+                why = distributed.from_process_0(f"checkpoint {step} verdict", mine) or None
                 if why is None:
                     return step, self.restore(step, abstract_state)
             else:
@@ -101,9 +104,7 @@ class Checkpointer:
             dest = src.with_name(f"{step}{DAMAGED_SUFFIX}{n}")
         if jax.process_index() == 0:
             src.rename(dest)
-        if jax.process_count() > 1:  # everyone lists the directory after the rename
-            from jax.experimental import multihost_utils
-            multihost_utils.sync_global_devices(f"physics_lm set aside checkpoint {step}")
+        distributed.barrier(f"set aside checkpoint {step}")  # all list the directory after it
         logging.warning("checkpoint %s does not restore (%s): set aside as %s; trying the "
                         "previous one", src, why, dest)
         self._mgr.reload()
@@ -114,14 +115,6 @@ class Checkpointer:
     def close(self) -> None:
         self._mgr.wait_until_finished()
         self._mgr.close()
-
-
-def _broadcast_verdict(why: str | None) -> str | None:
-    """Process 0's verdict on every process (a collective: all processes call it together)."""
-    from jax.experimental import multihost_utils
-
-    bad = int(multihost_utils.broadcast_one_to_all(np.int32(why is not None)))
-    return (why or "unreadable on process 0") if bad else None
 
 
 def abstract_like(tree: Any, shardings: Any) -> Any:

@@ -56,3 +56,42 @@ def initialize() -> None:
         raise ConfigError(f"mesh.distributed=True: {e} (no TPU pod, Slurm, MPI or GKE "
                           f"environment found; set {ENV_COORDINATOR}, {ENV_NUM_PROCESSES} and "
                           f"{ENV_PROCESS_ID}, or use launch/multihost.py)") from None
+
+
+# Host-side agreement through the coordination service (process 0's key-value store), not device
+# collectives: CPU collectives give up after a timeout, and hosts can legitimately be minutes
+# apart (one compiles slower, process 0 reads a checkpoint alone).
+_TIMEOUT_MS = 3600 * 1000
+_uses: dict[str, int] = {}
+
+
+def _client():
+    from jax._src import distributed as jax_distributed  # JAX has no public host barrier
+
+    return jax_distributed.global_state.client
+
+
+def _unique(name: str) -> str:
+    _uses[name] = _uses.get(name, 0) + 1
+    return f"physics_lm/{name}/{_uses[name]}"
+
+
+def barrier(name: str) -> None:
+    """Every process waits here until all arrived (no-op in a single process)."""
+    import jax
+
+    if jax.process_count() > 1:
+        _client().wait_at_barrier(_unique(name), _TIMEOUT_MS)
+
+
+def from_process_0(name: str, value: str) -> str:
+    """Process 0's `value` on every process (`value` is ignored elsewhere)."""
+    import jax
+
+    if jax.process_count() == 1:
+        return value
+    key = _unique(name)
+    if jax.process_index() == 0:
+        _client().key_value_set(key, value)
+        return value
+    return _client().blocking_key_value_get(key, _TIMEOUT_MS)

@@ -20,7 +20,7 @@ import numpy as np
 from absl import logging
 
 from physics_lm.config import ConfigError, ExperimentConfig
-from physics_lm.train import init_from, lora_base, memory, sharding
+from physics_lm.train import distributed, init_from, lora_base, memory, sharding
 from physics_lm.train import metrics as metrics_lib
 from physics_lm.train.checkpoint import Checkpointer
 from physics_lm.train.setup import Experiment, build_experiment, restore_or_init
@@ -202,6 +202,8 @@ def _loop(exp: Experiment, workdir: Path, ckpt: Checkpointer, state, stop_at: in
     t = time.perf_counter()
     jit_train = jit_train.lower(state, *frozen).compile()  # compile once, outside the timed loop
     logging.info("train step compiled in %.1fs", time.perf_counter() - t)
+    # Hosts finish compiling at different times; the first step's collectives must not wait.
+    distributed.barrier("train step compiled")
     check_step_memory(exp, jit_train)
     n_params = metrics_lib.count_params(state.params)  # LoRA: the trained adapters
     seq_len = exp.task.seq_len
