@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Launch one run on every host of a Cloud TPU pod slice (multi-host: jax.distributed).
-#   launch/tpu_pod.sh TPU_NAME ZONE CONFIG WORKDIR [EXTRA FLAGS...]
-# WORKDIR must be shared storage (e.g. gs://bucket/run) so every host sees the same checkpoints.
-# Untested here (no TPU reachable): the same code path runs on 8 fake CPU devices in the tests.
+# The positional form of launch/tpu_pod.py (which does the work; see its docstring):
+#   launch/tpu_pod.sh [--dry_run] TPU_NAME ZONE CONFIG WORKDIR [EXTRA FLAGS...]
+# copies this checkout to every worker of the pod slice, installs it, and runs the config on all
+# workers with --config.mesh.distributed=True. WORKDIR must be shared storage (gs://bucket/run).
 set -euo pipefail
+dry=()
+if [[ "${1:-}" == "--dry_run" ]]; then dry=(--dry_run); shift; fi
 tpu=$1 zone=$2 config=$3 workdir=$4; shift 4
-cmd="cd ~/physics_lm && python -m physics_lm.main --config=${config} --workdir=${workdir} \
---config.mesh.distributed=True $*"
-gcloud compute tpus tpu-vm ssh "$tpu" --zone "$zone" --worker=all --command "$cmd"
+exec python3 "$(dirname "$0")/tpu_pod.py" --tpu="$tpu" --zone="$zone" "${dry[@]}" -- \
+  --config="$config" --workdir="$workdir" "$@"

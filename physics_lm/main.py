@@ -3,7 +3,8 @@
 Parses flags, validates the config (physics_lm/config.py) and hands it to the function that
 `cfg.mode` names (physics_lm/modes.py). Everything else lives in importable modules so tests and
 notebooks can call `train_and_evaluate(cfg, workdir)` directly. A bad flag, config file, override
-or workdir is one line on stderr and exit code 2, never a traceback.
+or workdir is one line on stderr and exit code 2, never a traceback; a non-finite loss is one
+line and exit code 3 (launch/babysit.py relaunches neither: a relaunch would fail the same way).
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ class _QuietLibraries(std_logging.Filter):
         return record.levelno >= std_logging.WARNING or "orbax" not in record.pathname
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = 2) -> None:
     print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(code)
 
 
 def _config_path(argv: list[str]) -> str | None:
@@ -92,11 +93,16 @@ def main(argv: list[str]) -> int:
     try:
         cfg = from_config_dict(_CONFIG.value)
         if cfg.mesh.distributed:
-            import jax
-            jax.distributed.initialize()
+            from physics_lm.train import distributed
+            distributed.initialize()
         result = modes.mode_function(cfg.mode)(cfg, _WORKDIR.value)
     except ConfigError as e:
         _fail(str(e))
+    except RuntimeError as e:  # a non-finite loss: a relaunch would replay the same steps
+        from physics_lm.train.trainer import NonFiniteLossError
+        if not isinstance(e, NonFiniteLossError):
+            raise
+        _fail(str(e), code=3)
     logging.info("done: %s", {k: v for k, v in result.items() if "/" not in k or
                               k.startswith("path/")})
     return 0

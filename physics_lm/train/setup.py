@@ -137,7 +137,6 @@ def _unboxed(state: TrainState) -> TrainState:
 
 
 def restore_or_init(exp: Experiment, ckpt: Checkpointer | None) -> TrainState:
-    step = ckpt.latest_step() if ckpt is not None else None
-    if step is None:
-        return fresh_state(exp)
-    return ckpt.restore(step, exp.abstract_state)
+    """The newest checkpoint that restores (damaged ones are set aside), else step 0."""
+    step, state = ckpt.restore_latest(exp.abstract_state) if ckpt is not None else (None, None)
+    return fresh_state(exp) if step is None else state

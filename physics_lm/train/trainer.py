@@ -8,7 +8,6 @@ host never blocks on the step it just dispatched: it reads step n-1's metrics wh
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import signal
 import time
@@ -20,62 +19,20 @@ import jax
 import numpy as np
 from absl import logging
 
-from physics_lm import modes
 from physics_lm.config import ConfigError, ExperimentConfig
-from physics_lm.train import init_from, lora_base, memory, sharding
+from physics_lm.train import distributed, init_from, lora_base, memory, sharding
 from physics_lm.train import metrics as metrics_lib
 from physics_lm.train.checkpoint import Checkpointer
 from physics_lm.train.setup import Experiment, build_experiment, restore_or_init
 from physics_lm.train.steps import make_eval_step, make_train_step
+from physics_lm.train.workdir import check_workdir_config, mark_finished
 
-# Keys that may change between launches of the same run (they do not change the math). "extra"
-# held the analysis sections in config.json files written before they were typed.
-RESUMABLE_KEYS = ("train.log_every", "train.eval_every", "train.eval_batches",
-                  "train.checkpoint_every", "train.keep_checkpoints",
-                  "train.peak_flops_per_device", "train.device_memory_bytes",
-                  "train.analysis_every", "mesh", *modes.ANALYSIS_MODES, "extra")
+__all__ = ["NonFiniteLossError", "check_workdir_config", "jit_steps", "load_trained",
+           "train_and_evaluate"]
 
 
 class NonFiniteLossError(RuntimeError):
     pass
-
-
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v and key not in RESUMABLE_KEYS:
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def check_workdir_config(cfg: ExperimentConfig, workdir: Path, *, write: bool = True,
-                         ignore: tuple[str, ...] = ()) -> None:
-    """Writes config.json, or refuses a relaunch whose config changes the run's math.
-
-    eval/probe modes call it with write=False and ignore=("mode",) to check that the config
-    they were given describes the run in `workdir`.
-    """
-    path = workdir / "config.json"
-    new = _flatten(json.loads(cfg.to_json()))
-    skip = (*RESUMABLE_KEYS, *ignore)
-    if path.exists():
-        old = _flatten(json.loads(path.read_text()))
-        # A key added to the config after the run was written counts as its default value.
-        default = _flatten(json.loads(ExperimentConfig().to_json()))
-        old = {**{k: v for k, v in default.items() if k in new}, **old}
-        diff = {k: (old.get(k), v) for k, v in new.items() if k not in skip and old.get(k) != v}
-        diff.update({k: (v, None) for k, v in old.items() if k not in new and k not in skip})
-        if diff:
-            raise ConfigError(f"workdir {workdir} holds a run with a different config "
-                              f"(key: old -> new): {diff}; use a new --workdir")
-    elif not write:
-        raise ConfigError(f"workdir {workdir} has no config.json: nothing was trained there "
-                          "(run mode=train first)")
-    if write and jax.process_index() == 0:
-        path.write_text(cfg.to_json())
 
 
 def load_trained(cfg: ExperimentConfig, workdir: str | Path, step: int | None = None):
@@ -89,10 +46,12 @@ def load_trained(cfg: ExperimentConfig, workdir: str | Path, step: int | None = 
     exp = build_experiment(cfg)
     ckpt = Checkpointer(workdir, every=cfg.train.checkpoint_every, keep=cfg.train.keep_checkpoints)
     try:
-        step = ckpt.latest_step() if step is None else step
         if step is None:
-            raise ConfigError(f"no checkpoint in {workdir / 'checkpoints'}: train first")
-        state = ckpt.restore(step, exp.abstract_state)
+            step, state = ckpt.restore_latest(exp.abstract_state)
+            if step is None:
+                raise ConfigError(f"no checkpoint in {workdir / 'checkpoints'}: train first")
+        else:
+            state = ckpt.restore(step, exp.abstract_state)
     finally:
         ckpt.close()
     if cfg.train.lora_ranks:
@@ -102,11 +61,19 @@ def load_trained(cfg: ExperimentConfig, workdir: str | Path, step: int | None = 
 
 
 class _Preemption:
-    """SIGTERM -> save and exit cleanly at the next step boundary."""
+    """SIGTERM -> save and exit cleanly at the next step boundary.
+
+    Multi-process: no Python handler. `jax.distributed.initialize` installed JAX's preemption
+    notifier on SIGTERM; it tells every process, and `Checkpointer.reached_preemption` turns
+    true on all of them at the same step. A flag seen by one process alone would leave the
+    others waiting in the next step's collectives.
+    """
 
     def __init__(self) -> None:
         self.requested = False
         self._old = None
+        if jax.process_count() > 1:
+            return
         try:
             self._old = signal.signal(signal.SIGTERM, self._handle)
         except ValueError:  # not the main thread (e.g. some test runners)
@@ -235,6 +202,8 @@ def _loop(exp: Experiment, workdir: Path, ckpt: Checkpointer, state, stop_at: in
     t = time.perf_counter()
     jit_train = jit_train.lower(state, *frozen).compile()  # compile once, outside the timed loop
     logging.info("train step compiled in %.1fs", time.perf_counter() - t)
+    # Hosts finish compiling at different times; the first step's collectives must not wait.
+    distributed.barrier("train step compiled")
     check_step_memory(exp, jit_train)
     n_params = metrics_lib.count_params(state.params)  # LoRA: the trained adapters
     seq_len = exp.task.seq_len
@@ -319,5 +288,7 @@ def _loop(exp: Experiment, workdir: Path, ckpt: Checkpointer, state, stop_at: in
         ckpt.close()
         writer.close()
         preempt.restore()
+    if step >= cfg.train.num_steps:  # its checkpoint is committed (close waited for it)
+        mark_finished(workdir, step)
     last["step"] = step
     return last
