@@ -42,7 +42,8 @@ def model(layers: int, heads: int, width: int, *, max_len: int, **kw) -> ml_coll
     """A GPT-2 section: `layers` blocks of `heads` heads, d_model `width`, rotary by default."""
     m = dict(num_layers=layers, num_heads=heads, d_model=width, d_mlp=0, vocab_size=0,
              max_len=max_len, pos="rotary", rel_max_distance=128, rope_base=10_000.0,
-             dropout=0.0, tie_embeddings=True, compute_dtype="bfloat16", remat=False)
+             dropout=0.0, tie_embeddings=True, compute_dtype="bfloat16", remat=False,
+             remat_policy="", attention="xla", attention_fallback="warn")
     unknown = set(kw) - set(m)
     if unknown:
         raise ValueError(f"configs/common.py model(): unknown keys {sorted(unknown)}")

@@ -17,6 +17,9 @@ from typing import Any
 POSITION_SCHEMES = ("absolute", "rotary", "relative", "position_only", "uniform")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 SCHEDULES = ("cosine", "linear", "constant")
+ATTENTION_IMPLEMENTATIONS = ("xla", "cudnn", "splash")  # models/attention.py
+ATTENTION_FALLBACKS = ("warn", "error")
+REMAT_POLICIES = ("none", "full", "save_dots", "offload")  # models/remat.py
 
 
 class ConfigError(ValueError):
@@ -39,7 +42,15 @@ class ModelConfig:
     dropout: float = 0.0
     tie_embeddings: bool = True
     compute_dtype: str = "float32"  # parameters and optimizer state are always float32
-    remat: bool = False
+    remat: bool = False  # = remat_policy "full"; kept for older configs
+    remat_policy: str = ""  # "" = from `remat`; none | full | save_dots | offload (remat.py)
+    attention: str = "xla"  # xla | cudnn (GPU) | splash (TPU); see models/attention.py
+    attention_fallback: str = "warn"  # warn | error when `attention` cannot run
+
+    @property
+    def remat_mode(self) -> str:
+        """The resolved remat policy: `remat_policy`, else "full" if `remat` else "none"."""
+        return self.remat_policy or ("full" if self.remat else "none")
 
     @property
     def head_dim(self) -> int:
@@ -252,6 +263,20 @@ def _check_model(m: ModelConfig) -> None:
     _require(m.d_mlp >= 0 and m.vocab_size >= 0, "model.d_mlp/vocab_size", (m.d_mlp, m.vocab_size),
              "must be >= 0 (0 = default)")
     _require(m.rel_max_distance >= 1, "model.rel_max_distance", m.rel_max_distance, "must be >= 1")
+    _require(m.remat_policy in ("", *REMAT_POLICIES), "model.remat_policy", m.remat_policy,
+             f"must be one of {REMAT_POLICIES} (or empty: from model.remat)")
+    _require(not (m.remat and m.remat_policy == "none"), "model.remat_policy", m.remat_policy,
+             "contradicts model.remat=True (set one of them)")
+    _require(m.attention in ATTENTION_IMPLEMENTATIONS, "model.attention", m.attention,
+             f"must be one of {ATTENTION_IMPLEMENTATIONS}")
+    _require(m.attention_fallback in ATTENTION_FALLBACKS, "model.attention_fallback",
+             m.attention_fallback, f"must be one of {ATTENTION_FALLBACKS}")
+    if m.attention_fallback == "error":
+        from physics_lm.models.attention import model_fallback_reason
+
+        why = model_fallback_reason(m)
+        _require(why is None, "model.attention", m.attention,
+                 f"{why} (model.attention_fallback=error)")
 
 
 def _check_optim(o: OptimConfig, t: TrainConfig) -> None:

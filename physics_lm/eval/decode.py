@@ -205,7 +205,7 @@ def cached_backend(cfg: ModelConfig, params: Any, prompt_BxP: jax.Array,
     pos_BxP = jnp.where(pos_P[None, :] < prompt_len_B[:, None], pos_P[None, :], -1)
     (logits_BxPxV, _), mut = model.apply(
         {"params": params, "cache": init_cache(model, B, slots)}, prompt_BxP,
-        positions_BxT=pos_BxP, mutable=["cache"])
+        positions_BxT=pos_BxP, prefill=True, mutable=["cache"])  # model.attention's kernel
 
     def forward(cache, tokens_BxL, length_B):
         last_Bx1 = (length_B - 1)[:, None]

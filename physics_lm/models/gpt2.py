@@ -20,11 +20,16 @@ attention keeps a KV cache in the mutable `cache` collection (`init_cache` sizes
 are fed a chunk at a time; every position scheme works in both modes. A block builds its
 [B, H, T, S] attention pattern as a value only when `capture` names it.
 
-`model.remat`: for the backward pass each block keeps only its input x_BxTxD (compute dtype; the
-positions and the parameters are live anyway) and recomputes everything else once the backward
-pass reaches it (`models/remat.py`; `nn.remat` did not hold on XLA:CPU). A block whose pattern is
-captured runs without remat. With dropout, a remat'd block draws its masks from the model's
-dropout stream rather than its own: as random as, but not equal to, those of remat=False.
+`model.remat` (= `remat_policy` "full"): for the backward pass each block keeps only its input
+x_BxTxD (compute dtype; the positions and the parameters are live anyway) and recomputes
+everything else once the backward pass reaches it (`models/remat.py`; `nn.remat` did not hold on
+XLA:CPU); "save_dots" / "offload" also keep the matmul outputs (on the device / host). A block
+whose pattern is captured runs without remat. With dropout, a remat'd block draws its masks from
+the model's dropout stream rather than its own: as random as, but not equal to, those of
+remat=False.
+
+`model.attention` (xla | cudnn | splash) picks the causal attention kernel; `models/attention.py`
+has the support matrix (position schemes, decode) and the loud fallback to XLA.
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ import jax
 import jax.numpy as jnp
 
 from physics_lm.config import ModelConfig
-from physics_lm.models.remat import recompute_in_backward
+from physics_lm.models import attention
+from physics_lm.models.remat import checkpoint_policy, recompute_in_backward, recompute_with_policy
 
 _NEG_INF = -1e9
 _BLOCK = 128  # query block of the causal block-skipping attention (training/eval, T >= 256)
@@ -117,8 +123,11 @@ class Attention(nn.Module):
 
     @nn.compact
     def __call__(self, x_BxTxD: jax.Array, pos_BxT: jax.Array, deterministic: bool,
-                 blockwise: bool = False, return_pattern: bool = False, segments=None):
-        """`(out_BxTxD, pattern_BxHxTxS or None)`: the pattern only when `return_pattern`."""
+                 blockwise: bool = False, return_pattern: bool = False, segments=None,
+                 prefill: bool = False):
+        """`(out_BxTxD, pattern_BxHxTxS or None)`: the pattern only when `return_pattern`.
+
+        `blockwise`: positions are index order (no cache); `prefill`: see `GPT2.__call__`."""
         cfg, dt = self.cfg, _dtype(self.cfg)
         H, K, D = cfg.num_heads, cfg.head_dim, cfg.d_model
         uses_qk = cfg.pos in ("absolute", "rotary", "relative")
@@ -149,29 +158,54 @@ class Attention(nn.Module):
         bias_HxR = self._bias_table() if cfg.pos in ("relative", "position_only") else None
         drop = nn.Dropout(cfg.dropout)
         dropout = lambda p: drop(p, deterministic=deterministic)
+        impl = "xla"  # capture and one-token decode steps: XLA by design (attention.py)
+        if cfg.attention != "xla" and not return_pattern and (prefill or not self.decode):
+            why = None
+            if segments is not None:
+                why = "segments-packed rows need the shared-prefix mask"
+            elif not (blockwise or prefill):
+                why = "explicit positions_BxT: the mask follows positions, not index order"
+            impl = attention.choose(cfg, T, dropout_active=not deterministic and cfg.dropout > 0,
+                                    call_reason=why)
+        if impl != "xla":
+            # Queries = keys in index order (a prefill's cache was empty): plain causal.
+            idx_BxT = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
+            reference = lambda q, k, v: self._xla(cfg, q, k, v, idx_BxT, idx_BxT,
+                                                  jnp.ones((B, T), bool), None, dropout,
+                                                  True, False, None)[0]
+            out_BxTxHxK = attention.causal(impl, q_BxTxHxK, k_BxTxHxK, v_BxTxHxK, reference)
+            pattern_BxHxTxS = None
+        else:
+            out_BxTxHxK, pattern_BxHxTxS = self._xla(
+                cfg, q_BxTxHxK if uses_qk else None, k_BxSxHxK, v_BxSxHxK, pos_BxT, kpos_BxS,
+                valid_BxS, bias_HxR, dropout, blockwise, return_pattern, segments)
+        w_HxKxD = self.param("out_kernel", _init(0.02 / jnp.sqrt(2 * cfg.num_layers),
+                                                 ("heads", "kv", "embed")), (H, K, D))
+        b_D = self.param("out_bias", _zeros(("embed",)), (D,))
+        out_BxTxD = jnp.einsum("bthk,hkd->btd", out_BxTxHxK, w_HxKxD.astype(dt)) + b_D.astype(dt)
+        return out_BxTxD, pattern_BxHxTxS if return_pattern else None
+
+    @staticmethod
+    def _xla(cfg, q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, pos_BxT, kpos_BxS, valid_BxS, bias_HxR,
+             dropout, blockwise, return_pattern, segments):
+        """The reference attention: `_attend`, by query blocks when positions are index order."""
+        T = pos_BxT.shape[1]
         if blockwise and T >= 2 * _BLOCK and T % _BLOCK == 0:
             # Causal block skipping: query block i only meets keys [0, (i+1)·Tb) (index order
             # = position order here), saving up to half of the attention FLOPs on long rows.
             outs, pats = [], []
             for start in range(0, T, _BLOCK):
                 q_sl, k_sl = slice(start, start + _BLOCK), slice(0, start + _BLOCK)
-                out, pat = _attend(cfg, q_BxTxHxK[:, q_sl] if uses_qk else None,
+                out, pat = _attend(cfg, None if q_BxTxHxK is None else q_BxTxHxK[:, q_sl],
                                    k_BxSxHxK[:, k_sl], v_BxSxHxK[:, k_sl], pos_BxT[:, q_sl],
                                    kpos_BxS[:, k_sl], valid_BxS[:, k_sl], bias_HxR, dropout)
                 outs.append(out)
                 if return_pattern:  # padded to [B, H, Tb, T] only for capture
                     pats.append(jnp.pad(pat, ((0, 0), (0, 0), (0, 0), (0, T - start - _BLOCK))))
-            out_BxTxHxK = jnp.concatenate(outs, axis=1)
-            pattern_BxHxTxS = jnp.concatenate(pats, axis=2) if return_pattern else None
-        else:
-            out_BxTxHxK, pattern_BxHxTxS = _attend(
-                cfg, q_BxTxHxK if uses_qk else None, k_BxSxHxK, v_BxSxHxK, pos_BxT, kpos_BxS,
-                valid_BxS, bias_HxR, dropout, segments)
-        w_HxKxD = self.param("out_kernel", _init(0.02 / jnp.sqrt(2 * cfg.num_layers),
-                                                 ("heads", "kv", "embed")), (H, K, D))
-        b_D = self.param("out_bias", _zeros(("embed",)), (D,))
-        out_BxTxD = jnp.einsum("bthk,hkd->btd", out_BxTxHxK, w_HxKxD.astype(dt)) + b_D.astype(dt)
-        return out_BxTxD, pattern_BxHxTxS if return_pattern else None
+            return (jnp.concatenate(outs, axis=1),
+                    jnp.concatenate(pats, axis=2) if return_pattern else None)
+        return _attend(cfg, q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, pos_BxT, kpos_BxS, valid_BxS,
+                       bias_HxR, dropout, segments)
 
     def _update_cache(self, k_BxTxHxK, v_BxTxHxK, pos_BxT):
         """Writes the chunk at the cache index; returns the full cache and its validity."""
@@ -205,14 +239,15 @@ class Block(nn.Module):
 
     @nn.compact
     def __call__(self, x_BxTxD, pos_BxT, deterministic: bool, blockwise: bool = False,
-                 return_pattern: bool = False, segments=None):
+                 return_pattern: bool = False, segments=None, prefill: bool = False):
         cfg, dt = self.cfg, _dtype(self.cfg)
         ln = lambda name: nn.LayerNorm(
             1e-5, dtype=dt, name=name,
             scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
             bias_init=_zeros(("norm",)))
         attn_BxTxD, pattern = Attention(cfg, self.decode, name="attn")(
-            ln("ln_1")(x_BxTxD), pos_BxT, deterministic, blockwise, return_pattern, segments)
+            ln("ln_1")(x_BxTxD), pos_BxT, deterministic, blockwise, return_pattern, segments,
+            prefill)
         x_BxTxD = x_BxTxD + nn.Dropout(cfg.dropout)(attn_BxTxD, deterministic=deterministic)
         h_BxTxF = nn.Dense(cfg.mlp_dim, dtype=dt, name="fc",
                            kernel_init=_init(0.02, ("embed", "mlp")),
@@ -238,9 +273,12 @@ class GPT2(nn.Module):
     @nn.compact
     def __call__(self, tokens_BxT: jax.Array, *, capture: Sequence[str] = (),
                  deterministic: bool = True, positions_BxT: jax.Array | None = None,
-                 segments: tuple[jax.Array, jax.Array] | None = None):
+                 segments: tuple[jax.Array, jax.Array] | None = None, prefill: bool = False):
         """`(logits_BxTxV, acts)`.
 
+        `prefill` (decode only) promises an empty cache and a chunk whose tokens sit at
+        positions 0, 1, ... from slot 0 on, pad (position -1) after them: `generate`'s prompt.
+        It is then causal in slot order, so `model.attention`'s kernel can run it.
         `segments = (segment_BxT, context_BxT)` packs several short continuations of one shared
         context into a row (the V-probe's queries, `probing/igsm_queries.py`): segment 0 is the
         context, attended causally; a token of segment s > 0 sees its own segment causally and
@@ -250,6 +288,8 @@ class GPT2(nn.Module):
         cfg, dt = self.cfg, _dtype(self.cfg)
         if segments is not None and (positions_BxT is None or self.decode):
             raise ValueError("segments need explicit positions_BxT and decode=False")
+        if prefill and not self.decode:
+            raise ValueError("prefill=True is for a decode=True model (the KV cache)")
         known = activation_names(cfg.num_layers)
         unknown = [n for n in capture if n not in known]
         if unknown:
@@ -278,15 +318,15 @@ class GPT2(nn.Module):
         x_BxTxD = nn.Dropout(cfg.dropout)(x_BxTxD, deterministic=deterministic)
         x_BxTxD = nn.with_logical_constraint(x_BxTxD, ("batch", "length", "act_embed"))
         keep("embed", x_BxTxD)
-        remat = cfg.remat and not self.decode and not self.is_initializing()
+        policy = "none" if self.decode or self.is_initializing() else cfg.remat_mode
         for i in range(cfg.num_layers):
             name, want = f"blocks_{i}", f"blocks.{i}.attn.pattern" in capture
-            if remat and not want:
+            if policy != "none" and not want:
                 x_BxTxD = self._remat_block(name, x_BxTxD, positions_BxT, deterministic,
-                                            blockwise, segments)
+                                            blockwise, segments, policy)
             else:
                 x_BxTxD, pattern = Block(cfg, self.decode, name=name)(
-                    x_BxTxD, positions_BxT, deterministic, blockwise, want, segments)
+                    x_BxTxD, positions_BxT, deterministic, blockwise, want, segments, prefill)
                 keep(f"blocks.{i}.attn.pattern", pattern)
             keep(f"blocks.{i}.resid_post", x_BxTxD)
         x_BxTxD = nn.LayerNorm(
@@ -302,8 +342,9 @@ class GPT2(nn.Module):
         return logits_BxTxV.astype(jnp.float32), acts
 
     def _remat_block(self, name: str, x_BxTxD: jax.Array, pos_BxT: jax.Array,
-                     deterministic: bool, blockwise: bool, segments=None) -> jax.Array:
-        """Block `name` keeping only its input for the backward pass (`model.remat`)."""
+                     deterministic: bool, blockwise: bool, segments=None,
+                     policy: str = "full") -> jax.Array:
+        """Block `name` keeping only its input (full), or also what `policy` saves."""
         params = self.variables["params"][name]
         key = None if deterministic or self.cfg.dropout == 0 else self.make_rng("dropout")
         block = Block(self.cfg, parent=None)
@@ -313,7 +354,10 @@ class GPT2(nn.Module):
             return block.apply({"params": p}, x_BxTxD, pos_BxT, deterministic, blockwise,
                                False, segments, rngs=rngs)[0]
 
-        return recompute_in_backward(run, params, x_BxTxD, pos_BxT, key, segments)
+        if policy == "full":
+            return recompute_in_backward(run, params, x_BxTxD, pos_BxT, key, segments)
+        return recompute_with_policy(run, checkpoint_policy(policy), params, x_BxTxD, pos_BxT,
+                                     key, segments)
 
 
 def init_cache(model: GPT2, batch_size: int, max_len: int) -> dict:

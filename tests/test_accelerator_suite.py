@@ -1,0 +1,57 @@
+"""benchmarks/accelerator_suite.py --quick keeps working on CPU; max_batch's search and cases."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import max_batch as mb  # noqa: E402
+
+
+def test_largest_batch_search_converges_on_a_linear_peak():
+    GB = 1e9
+    peak = lambda b: {"peak": 3e9 + 0.37e9 * b, "temp": 0.5e9 * b, "state": 3e9}
+    found, probes = mb.largest_batch(peak, [80 * GB, 141 * GB], max_probes=8)
+    assert found == {80 * GB: (208, "compiled"), 141 * GB: (368, "compiled")}
+    assert len(probes) <= 6
+    found, probes = mb.largest_batch(peak, [80 * GB], max_probes=1)  # one probe: the line's
+    assert found[80 * GB][1] == "fit" and list(probes) == [8]
+
+
+@pytest.mark.parametrize("case,stem", [("depth20", "igsm_depth20"), ("cfg3f", "cfg")])
+def test_cases_mirror_the_config_files(load_config, case, stem):
+    c = load_config(stem)
+    mine = mb.case_config(case, 8)
+    for key in ("num_layers", "num_heads", "d_model", "pos", "compute_dtype"):
+        assert mine["model"][key] == c.model[key], key
+    for key, value in mine["task"].items():
+        assert c.task[key] == value, key
+
+
+def test_quick_suite_records_every_section(tmp_path):
+    """The cheap sections run (the iGSM ones compile the sampler for minutes on this CPU: they
+    are recorded as skipped here, and ran in a manual --quick run); every key is present."""
+    out = tmp_path / "suite.json"
+    env = {**os.environ, "PYTHONPATH": str(BENCH.parent)}
+    ran = ("device", "train_cfg3f", "decode_cfg3f", "membership", "projection")
+    proc = subprocess.run([sys.executable, str(BENCH / "accelerator_suite.py"), "--quick",
+                           "--budget_s", "900", "--out", str(out), "--only", ",".join(ran)],
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(out.read_text())
+    assert set(got) == {"device", "train_cfg3f_xla", "train_depth20_xla", "sampler_share",
+                        "samplers", "decode_cfg3f", "decode_depth20", "membership",
+                        "projection", "max_batch"}
+    bad = {k: v.get("error") for k, v in got.items() if k.startswith(ran) and v["status"] != "ok"}
+    assert not bad, bad
+    assert got["train_depth20_xla"] == {"status": "skipped", "reason": "not in --only"}
+    assert {"card", "jax", "driver", "peak_bf16_flops"} <= set(got["device"])
+    assert got["train_cfg3f_xla"]["tokens_per_s"] > 0 and got["membership"]["all_members"]
+    assert got["projection"]["part1_cfg3f"]["hours"] > 0
+    assert "train_cfg3f_xla" in proc.stdout and "not in --only" in proc.stdout  # the table
