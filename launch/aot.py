@@ -143,7 +143,12 @@ def analyse(cfg: Any, target: topology.Target, mfu: float) -> dict[str, Any]:
         "hbm_source": "train.device_memory_bytes" if override else (
             f"{target.chip.generation} HBM, {target.chip.source}" if target.chip else None),
         "peak_flops_per_device": peak or None,
-        "compiled_flops": float(cost.get("flops", 0.0)) * n, "model_flops": model_flops,
+        # XLA's cost analysis counts a loop body once: with grad_accum = g the scan over
+        # micro-batches is one micro-batch's forward and backward, hence x g per step (the
+        # optimizer update, outside the loop, is then overcounted: a negligible share).
+        "compiled_flops": float(cost.get("flops", 0.0)) * n,
+        "compiled_flops_per_step": float(cost.get("flops", 0.0)) * n * cfg.optim.grad_accum,
+        "model_flops": model_flops,
         "mfu": mfu, "step_time_s": step_s, "tokens_per_s": tokens / step_s if step_s else None,
         "num_steps": cfg.train.num_steps,
         "task_groups": groups, "groups_to_set": (
@@ -174,12 +179,15 @@ def report(r: dict[str, Any], config: str) -> str:
                   f"  aliased     {_gb(-m['alias'])}  (the donated state's buffers, reused)",
                   f"  peak        {_gb(m['peak'])}{share}"
                   + (f" ({r['hbm_source']})" if hbm else " (no HBM figure: no check)"),
-                  f"  code        {_gb(r['code_bytes'])}"]
-    flops = r["compiled_flops"]
+                  f"  code        {_gb(r['code_bytes'])}  (the program itself, also in HBM: "
+                  f"peak + code = {_gb(m['peak'] + r['code_bytes']).strip()})"]
+    flops = r["compiled_flops_per_step"]
     ratio = f" (compiled / model = {flops / r['model_flops']:.2f})" if r["model_flops"] else ""
+    per_loop = (f" = {r['compiled_flops']:.3e} as XLA counts it x grad_accum {r['grad_accum']} "
+                "(a loop body counts once)" if r["grad_accum"] > 1 else "")
     lines += ["FLOPs per step (all devices):",
-              f"  compiled program {flops:10.3e}  (cost_analysis: includes remat recompute, "
-              "the sampler, the optimizer)",
+              f"  compiled program {flops:10.3e}{per_loop}; XLA's cost analysis of the whole "
+              "step: remat recompute, the sampler, the optimizer",
               f"  model 6N + attn  {r['model_flops']:10.3e}{ratio}"]
     if r["step_time_s"]:
         total_h = r["step_time_s"] * r["num_steps"] / 3600
