@@ -88,6 +88,8 @@ class Runner:
         self._stopping = False
 
     def run_entry(self, name: str, cmds: list[list[str]], workdir: Path) -> int:
+        if self._stopping:  # interrupted before this entry started: leave no record
+            return 130
         workdir.mkdir(parents=True, exist_ok=True)
         record = {"command": cmds, "host": socket.gethostname(), "pid": None,
                   "started": _now(), "returncode": None}
@@ -97,7 +99,7 @@ class Runner:
         with (workdir / st.LOG).open("a") as log:
             for cmd in cmds:
                 with self._lock:
-                    if self._stopping:
+                    if self._stopping:  # stopped between two commands of one entry
                         code = -signal.SIGTERM
                         break
                     # Own session: a terminal's Ctrl-C reaches only the runner, which stops
@@ -117,8 +119,11 @@ class Runner:
                 if code:
                     break
         st.write_record(workdir, {**record, "pid": None, "returncode": code, "ended": _now()})
-        print(f"[{name}] {'finished' if code == 0 else f'FAILED (exit {code})'}", flush=True)
-        if code:
+        if code == 0:  # a clean exit is not always the end: SIGTERM saves and exits too
+            row = st.entry_status(name, workdir)
+            print(f"[{name}] {row.state} at step {row.step}/{row.num_steps}", flush=True)
+        else:
+            print(f"[{name}] FAILED (exit {code})", flush=True)
             tail = (workdir / st.LOG).read_text(errors="replace").splitlines()[-5:]
             print("\n".join(f"[{name}]   {line}" for line in tail), flush=True)
         return code

@@ -64,6 +64,7 @@ def test_two_entry_smoke_sweep(sweep_config, tmp_path):
     run = _sweep(*base, "--parallel=2")
     assert run.returncode == 0, run.stdout + run.stderr
     assert _states(run.stdout) == {"seed=0": "done", "seed=1": "done"}, run.stdout
+    assert "[seed=0] done at step 2/2" in run.stdout
     for seed in (0, 1):
         workdir = root / f"seed={seed}"
         assert json.loads((workdir / "config.json").read_text())["seed"] == seed
