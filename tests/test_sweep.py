@@ -54,12 +54,11 @@ def _states(out: str) -> dict[str, str]:
     return {r[0].strip(): next(c.strip() for c in r[1:] if c.strip()) for r in rows}
 
 
-def test_two_entry_smoke_sweep(sweep_config, tmp_path):
+def test_two_entry_smoke_sweep(sweep_config, tmp_path, capsys):
     root = tmp_path / "runs"
     base = (f"--config={sweep_config}", f"--root={root}")
-    status = _sweep(*base, "--status")
-    assert status.returncode == 0 and _states(status.stdout) == {
-        "seed=0": "not started", "seed=1": "not started"}, status.stdout
+    assert sweep.main([*base, "--status"]) == 0
+    assert _states(capsys.readouterr().out) == {"seed=0": "not started", "seed=1": "not started"}
 
     run = _sweep(*base, "--parallel=2")
     assert run.returncode == 0, run.stdout + run.stderr
@@ -86,8 +85,8 @@ def test_two_entry_smoke_sweep(sweep_config, tmp_path):
     assert failed.returncode == 1 and "[seed=1] FAILED (exit 2)" in failed.stdout, failed.stdout
     assert "model.num_heads" in failed.stdout  # the log's last lines
     assert not (bad_root / "seed=0").exists()
-    status = _sweep(f"--config={sweep_config}", f"--root={bad_root}", "--status")
-    assert _states(status.stdout) == {"seed=0": "not started", "seed=1": "failed"}
+    assert sweep.main([f"--config={sweep_config}", f"--root={bad_root}", "--status"]) == 0
+    assert _states(capsys.readouterr().out) == {"seed=0": "not started", "seed=1": "failed"}
 
 
 def test_status_reads_running_and_stopped_runs(tmp_path):
