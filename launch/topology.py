@@ -10,6 +10,7 @@ TPU devices come from `jax.experimental.topologies.get_topology_desc` (the TPU c
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 import re
 
@@ -115,13 +116,16 @@ def resolve(name: str) -> Target:
     from jax.experimental.topologies import get_topology_desc
 
     topo_name = f"{chip.topology_prefix}:{'x'.join(map(str, shape))}"
-    kwargs = {"chip_config_name": "megacore"} if chip.cores_per_chip > 1 else {}
+    kwargs: dict = {"chip_config_name": "megacore"} if chip.cores_per_chip > 1 else {}
+    if min(shape[:2]) < 2:  # smaller than one 2x2 host (v5e-1, v5e-2): one host holds it all
+        kwargs["chips_per_host_bounds"] = (*shape, 1)[:3]
     try:
         devices = get_topology_desc(topology_name=topo_name, platform="tpu", **kwargs).devices
     except (RuntimeError, ValueError) as e:  # no libtpu, or a shape it rejects
-        raise TopologyError(f"--topology={name} ({topo_name}): the TPU compiler cannot describe "
-                            f"it ({str(e).splitlines()[0][:200]}); is the `tpu` extra installed "
-                            "(pip install -e '.[tpu]')?") from None
+        hint = ("" if importlib.util.find_spec("libtpu") else
+                "; the TPU compiler is the `tpu` extra: pip install -e '.[tpu]'")
+        raise TopologyError(f"--topology={name} ({topo_name}): "
+                            f"{str(e).splitlines()[0][:200]}{hint}") from None
     chips = len(devices)
     return Target(name, f"{name} = {topo_name} ({chips} chips of {chip.generation}, "
                         f"one device per chip)", list(devices), chip)
