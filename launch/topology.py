@@ -127,5 +127,5 @@ def resolve(name: str) -> Target:
         raise TopologyError(f"--topology={name} ({topo_name}): "
                             f"{str(e).splitlines()[0][:200]}{hint}") from None
     chips = len(devices)
-    return Target(name, f"{name} = {topo_name} ({chips} chips of {chip.generation}, "
-                        f"one device per chip)", list(devices), chip)
+    return Target(name, f"{name} = {topo_name} ({chips} chip{'s' * (chips > 1)} of "
+                        f"{chip.generation}, one device per chip)", list(devices), chip)
