@@ -11,11 +11,14 @@ setup(
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.11,<3.13",
-    # configs/ is installed as physics_lm.configs, so configs import each other as modules.
-    packages=[*find_packages(include=["physics_lm", "physics_lm.*"]), "physics_lm.configs"],
-    package_dir={"physics_lm.configs": "configs"},
+    # configs/ is installed as physics_lm.configs, so configs import each other as modules;
+    # launch/ as physics_lm.launch (`python -m physics_lm.launch.aot`, `...launch.sweep`).
+    packages=[*find_packages(include=["physics_lm", "physics_lm.*"]), "physics_lm.configs",
+              "physics_lm.launch"],
+    package_dir={"physics_lm.configs": "configs", "physics_lm.launch": "launch"},
     package_data={
-        "physics_lm": ["data/cfg/*.json", "data/igsm/text/*.json", "data/igsm/text/*.md"]
+        "physics_lm": ["data/cfg/*.json", "data/igsm/text/*.json", "data/igsm/text/*.md"],
+        "physics_lm.launch": ["*.sh"],
     },
     install_requires=[
         "jax>=0.10,<0.12",
@@ -36,6 +39,9 @@ setup(
         "test": ["pytest>=8", "pytest-xdist>=3", "scipy>=1.11", "setuptools>=70.1"],
         "lint": ["ruff>=0.6"],
         "bench": ["torch>=2.3", "transformers>=4.40"],
+        # The TPU compiler (libtpu, ~1.3 GB) for `python -m physics_lm.launch.aot --topology=v5p-32`
+        # on a machine without a TPU; pinned to the jax release it was built with.
+        "tpu": ["jax[tpu]>=0.10,<0.12"],
     },
     entry_points={"console_scripts": ["physics-lm=physics_lm.main:entry"]},
 )

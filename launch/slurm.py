@@ -37,8 +37,8 @@ def command(flags: Sequence[str], args: argparse.Namespace) -> list[str]:
     return ["srun", *alloc, *env, *train]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    argv = list(argv)
     own, flags = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (
         argv, [])
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -56,6 +56,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not any(f.startswith("--config=") for f in flags) or not any(
             f.startswith("--workdir=") for f in flags):
         p.error("give physics_lm.main's --config=… and --workdir=… after --")
+    return args, flags
+
+
+def sweep_command(argv: list[str], **launcher_args: str) -> list[list[str]]:
+    """The sweep's launcher interface (`launch/launchers.py`): nodes=, gpus_per_node=, … args."""
+    from physics_lm.launch import launchers
+
+    args, flags = launchers.checked("slurm", parse, launchers.as_cli(argv, launcher_args))
+    return [command(flags, args)]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, flags = parse(sys.argv[1:] if argv is None else argv)
     cmd = command(flags, args)
     print(shlex.join(cmd), flush=True)
     return 0 if args.dry_run else subprocess.run(cmd, check=False).returncode

@@ -89,6 +89,14 @@ def check_flags(p: argparse.ArgumentParser, flags: Sequence[str]) -> None:
               "must be on shared storage (gs://…)", file=sys.stderr)
 
 
+def sweep_command(argv: list[str], **launcher_args: str) -> list[list[str]]:
+    """The sweep's launcher interface (`launch/launchers.py`): tpu=, zone=, … as launcher args."""
+    from physics_lm.launch import launchers
+
+    args, flags = launchers.checked("tpu_pod", parse, launchers.as_cli(argv, launcher_args))
+    return commands(flags, args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args, flags = parse(sys.argv[1:] if argv is None else argv)
     for cmd in commands(flags, args):

@@ -38,8 +38,8 @@ def commands(flags: Sequence[str], args: argparse.Namespace) -> list[list[str]]:
              *where, *image, f"--command={script}"]]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    argv = list(argv)
     own, flags = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (
         argv, [])
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -63,6 +63,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not workdir.startswith("gs://"):
         print(f"warning: --workdir={workdir}: the hosts of a GKE workload share no disk; use "
               "gs://…", file=sys.stderr)
+    return args, flags
+
+
+def sweep_command(argv: list[str], **launcher_args: str) -> list[list[str]]:
+    """The sweep's launcher interface (`launch/launchers.py`): cluster=, workload=, … args."""
+    from physics_lm.launch import launchers
+
+    args, flags = launchers.checked("xpk", parse, launchers.as_cli(argv, launcher_args))
+    return commands(flags, args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, flags = parse(sys.argv[1:] if argv is None else argv)
     for cmd in commands(flags, args):
         print(shlex.join(cmd), flush=True)
         if not args.dry_run:

@@ -17,6 +17,7 @@ def test_wheel_ships_every_subpackage_and_data_file(tmp_path):
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(ROOT / "physics_lm", src / "physics_lm", ignore=ignore)
     shutil.copytree(ROOT / "configs", src / "configs", ignore=ignore)
+    shutil.copytree(ROOT / "launch", src / "launch", ignore=ignore)
     out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
                           "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"), str(src)],
                          capture_output=True, text=True, check=False)
@@ -28,8 +29,9 @@ def test_wheel_ships_every_subpackage_and_data_file(tmp_path):
     for path in (src / "physics_lm").rglob("*"):
         if path.is_file():
             want.add(path.relative_to(src).as_posix())
-    for path in (src / "configs").glob("*.py"):
-        want.add(f"physics_lm/configs/{path.name}")
+    for folder in ("configs", "launch"):  # installed as physics_lm.configs, physics_lm.launch
+        for path in (src / folder).glob("*.py"):
+            want.add(f"physics_lm/{folder}/{path.name}")
     missing = sorted(want - shipped)
     assert not missing, missing
     packages = {p.parent.relative_to(src).as_posix() for p in (src / "physics_lm").rglob("*.py")}

@@ -17,13 +17,18 @@ PEAK_FLOPS = {
     "H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12,
     "TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12,
     "TPU v6 lite": 918e12, "TPU v6e": 918e12,
+    "TPU v5": 459e12,  # v5p reports its kind as "TPU v5": after "TPU v5 lite", matched first
 }
 
 
 def peak_flops_per_device(override: float = 0.0) -> float | None:
     if override > 0:
         return override
-    kind = jax.devices()[0].device_kind
+    return peak_flops_of_kind(jax.devices()[0].device_kind)
+
+
+def peak_flops_of_kind(kind: str) -> float | None:
+    """The first PEAK_FLOPS name contained in a `device_kind`; None if unknown."""
     for name, flops in PEAK_FLOPS.items():
         if name.lower() in kind.lower():
             return flops

@@ -56,9 +56,12 @@ def _split_micro(batch: Batch, n: int) -> Batch:
 def make_train_step(model: GPT2, task: Task, tx: optax.GradientTransformation, *,
                     seed: int, batch_size: int, grad_accum: int, dropout: bool,
                     batch_constraint: Callable[[Any], Any] = lambda b: b):
-    data_key, drop_key = stream_key(seed, STREAM_TRAIN_DATA), stream_key(seed, STREAM_DROPOUT)
-
     def train_step(state: TrainState, *frozen: Any) -> tuple[TrainState, dict[str, jax.Array]]:
+        # Keys are derived while tracing (constants to XLA), not eagerly when the step is built:
+        # building it then needs no device, so it also compiles for compile-only TPU devices.
+        data_key = stream_key(seed, STREAM_TRAIN_DATA)
+        drop_key = stream_key(seed, STREAM_DROPOUT)
+
         def grads_of(params, micro: Batch, key):
             def loss(p):
                 full = lora.merge(frozen[0], p) if frozen else p
@@ -98,9 +101,8 @@ def make_train_step(model: GPT2, task: Task, tx: optax.GradientTransformation, *
 def make_eval_step(model: GPT2, task: Task, *, seed: int, batch_size: int,
                    batch_constraint: Callable[[Any], Any] = lambda b: b):
     """`(params, i) -> (loss_sum, count)` on held-out batch i (a key stream training never uses)."""
-    eval_key = stream_key(seed, STREAM_EVAL_DATA)
-
     def eval_step(params, i):
+        eval_key = stream_key(seed, STREAM_EVAL_DATA)
         batch = batch_constraint(task.sample(jax.random.fold_in(eval_key, i), batch_size))
         return token_losses(model, params, batch)
 

@@ -1,0 +1,1 @@
+"""Launchers: local multi-process, TPU pod, xpk, Slurm; AOT fit check; sweep runner."""
