@@ -17,7 +17,8 @@ setup(
               "physics_lm.launch"],
     package_dir={"physics_lm.configs": "configs", "physics_lm.launch": "launch"},
     package_data={
-        "physics_lm": ["data/cfg/*.json", "data/igsm/text/*.json", "data/igsm/text/*.md"],
+        "physics_lm": ["data/cfg/*.json", "data/igsm/text/*.json", "data/igsm/text/*.md",
+                       "data/tfds/*.md"],
         "physics_lm.launch": ["*.sh"],
     },
     install_requires=[
