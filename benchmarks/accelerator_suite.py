@@ -24,12 +24,10 @@ to what the platform has (GPU: xla, cudnn; TPU: xla, splash; CPU: xla). Runs fro
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -208,37 +206,6 @@ def membership_section(n: int) -> dict:
             "all_members": bool(sum(map(bool, ok)) == n)}
 
 
-class Suite:
-    """Runs sections under a budget; records ok / error / skipped; rewrites the JSON each time."""
-
-    def __init__(self, out: Path, budget_s: float, only: tuple[str, ...] = ()) -> None:
-        self.out, self.budget_s, self.t0 = out, budget_s, time.perf_counter()
-        self.only = only
-        self.results: dict[str, dict] = {}
-
-    def left(self) -> float:
-        return self.budget_s - (time.perf_counter() - self.t0)
-
-    def run(self, name: str, fn: Callable[[], dict], always: bool = False) -> dict | None:
-        if self.only and not name.startswith(self.only):
-            self.results[name] = {"status": "skipped", "reason": "not in --only"}
-        elif self.left() <= 0 and not always:
-            self.results[name] = {"status": "skipped", "reason": f"budget {self.budget_s:g}s spent"}
-        else:
-            t = time.perf_counter()
-            try:
-                self.results[name] = {"status": "ok", **fn()}
-            except Exception as e:  # recorded; the next section still runs
-                self.results[name] = {"status": "error",
-                                      "error": f"{type(e).__name__}: {e}"[:2000],
-                                      "traceback": traceback.format_exc()[-3000:]}
-            self.results[name]["seconds"] = time.perf_counter() - t
-        print(f"[{time.perf_counter() - self.t0:6.0f}s] {name}: {self.results[name]['status']}",
-              flush=True)
-        self.out.write_text(json.dumps(self.results, indent=1, default=str))
-        return self.results[name] if self.results[name]["status"] == "ok" else None
-
-
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("accelerator_suite.json"))
@@ -252,7 +219,7 @@ def main(argv: list[str] | None = None) -> dict:
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                    + " --xla_backend_optimization_level=0").strip()
     import jax
-    from suite_table import print_table
+    from suite_table import Suite, print_table
 
     p = QUICK if args.quick else FULL
     suite = Suite(args.out, args.budget_s, tuple(filter(None, args.only.split(","))))

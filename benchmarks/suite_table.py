@@ -1,6 +1,13 @@
-"""The one table of `accelerator_suite.py`: a line per section, its headline numbers."""
+"""The bookkeeping of `accelerator_suite.py`: sections run under a budget (`Suite`), and its one
+table, a line per section with its headline numbers."""
 
 from __future__ import annotations
+
+import json
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
 
 
 def _n(x: float | None, unit: str = "") -> str:
@@ -58,3 +65,34 @@ def print_table(results: dict[str, dict]) -> None:
         else:
             text = r["reason"]
         print(f"{name:<{width}}  {r['status']:<7} {r.get('seconds', 0):>5.0f}  {text}")
+
+
+class Suite:
+    """Runs sections under a budget; records ok / error / skipped; rewrites the JSON each time."""
+
+    def __init__(self, out: Path, budget_s: float, only: tuple[str, ...] = ()) -> None:
+        self.out, self.budget_s, self.t0 = out, budget_s, time.perf_counter()
+        self.only = only
+        self.results: dict[str, dict] = {}
+
+    def left(self) -> float:
+        return self.budget_s - (time.perf_counter() - self.t0)
+
+    def run(self, name: str, fn: Callable[[], dict], always: bool = False) -> dict | None:
+        if self.only and not name.startswith(self.only):
+            self.results[name] = {"status": "skipped", "reason": "not in --only"}
+        elif self.left() <= 0 and not always:
+            self.results[name] = {"status": "skipped", "reason": f"budget {self.budget_s:g}s spent"}
+        else:
+            t = time.perf_counter()
+            try:
+                self.results[name] = {"status": "ok", **fn()}
+            except Exception as e:  # recorded; the next section still runs
+                self.results[name] = {"status": "error",
+                                      "error": f"{type(e).__name__}: {e}"[:2000],
+                                      "traceback": traceback.format_exc()[-3000:]}
+            self.results[name]["seconds"] = time.perf_counter() - t
+        print(f"[{time.perf_counter() - self.t0:6.0f}s] {name}: {self.results[name]['status']}",
+              flush=True)
+        self.out.write_text(json.dumps(self.results, indent=1, default=str))
+        return self.results[name] if self.results[name]["status"] == "ok" else None
