@@ -3,11 +3,14 @@
   --config=configs/igsm_retry.py                  med, retry at rate 0.2, no mask, packed rows
   --config=configs/igsm_retry.py:preset=hard,format=qp,retry=retry_weak,rate=0.5
   --config=configs/igsm_retry.py:smoke            a tiny CPU run (short problems, rate 0.5)
+  --config=configs/igsm_retry.py:scaled,rate=0.2  Part 2.2 at CPU scale: configs/igsm.py:scaled's
+                                                  problems and model, packed rows (retry=none is
+                                                  the error-free run at the same token budget)
 
 Arg keys: preset (med | hard), format (pq | qp), model (a GPT2-ℓ-h name of configs/igsm.py's
 grid; default 12-12), retry (none | retry | retry_weak | retry_miss), rate (retry_rate), mask
 (none | mistake | prefix: no loss on the wrong parameter's name, the official `mask_label`, or on
-the whole "Define <X> as", `mask_label2`), packing (pack | single), smoke. The Part 2.1 recipe of
+the whole "Define <X> as", `mask_label2`), packing (pack | single), smoke, scaled. The Part 2.1 recipe of
 the preset (configs/igsm.py); rows are packed (problems one after another in the context, one
 that does not fit is dropped), so runs with different retry rates train on the same number of
 tokens and longer retry solutions mean fewer problems (`IGSMTask.packing`). Evaluation cells are
@@ -27,13 +30,14 @@ from physics_lm.config import parse_config_arg
 
 RATES = (0.05, 0.1, 0.2, 0.5)
 KINDS = ("none", "retry", "retry_weak", "retry_miss")
-TEST_ARGS = (None, "smoke", "preset=med,format=qp", "preset=hard,format=pq",
+TEST_ARGS = (None, "smoke", "scaled,rate=0.5,mask=mistake", "scaled,retry=none",
+             "preset=med,format=qp", "preset=hard,format=pq",
              "preset=hard,format=qp,retry=retry_miss,rate=0.05,mask=none,packing=single")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     a = parse_config_arg(arg)
-    base = {k: a[k] for k in ("preset", "format", "smoke") if k in a}
+    base = {k: a[k] for k in ("preset", "format", "smoke", "scaled") if k in a}
     base.setdefault("model", a.get("model", "12-12"))
     c = igsm.get_config(",".join(f"{k}={v}" for k, v in base.items()))
     retry = a.get("retry", "retry")
