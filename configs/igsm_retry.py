@@ -7,14 +7,14 @@
                                                   problems and model, packed rows (retry=none is
                                                   the error-free run at the same token budget)
 
-Arg keys: preset (med | hard), format (pq | qp), model (a GPT2-ℓ-h name of configs/igsm.py's
-grid; default 12-12), retry (none | retry | retry_weak | retry_miss), rate (retry_rate), mask
-(none | mistake | prefix: no loss on the wrong parameter's name, the official `mask_label`, or on
-the whole "Define <X> as", `mask_label2`), packing (pack | single), smoke, scaled. The Part 2.1 recipe of
-the preset (configs/igsm.py); rows are packed (problems one after another in the context, one
-that does not fit is dropped), so runs with different retry rates train on the same number of
-tokens and longer retry solutions mean fewer problems (`IGSMTask.packing`). Evaluation cells are
-plain problems (data/igsm/cells.py), so a retry model is scored like any other.
+Arg keys: preset (med | hard), format (pq | qp), model (a GPT2-ℓ-h name of configs/igsm.py's grid;
+default 12-12), retry (none | retry | retry_weak | retry_miss), rate (retry_rate), mask (none |
+mistake | prefix: no loss on the wrong parameter's name, the official `mask_label`, or on the whole
+"Define <X> as", `mask_label2`), packing (pack | single), smoke, scaled. The Part 2.1 recipe of the
+preset (configs/igsm.py); rows are packed (problems one after another in the context, one that does
+not fit is dropped), so runs with different retry rates train on the same number of tokens and
+longer retry solutions mean fewer problems (`IGSMTask.packing`). Evaluation cells are plain problems
+(data/igsm/cells.py), so a retry model is scored like any other.
 
 `sweep(add)`: the paper's grid for the arg's preset and format -- retry_rate {0.05, 0.1, 0.2, 0.5}
 x {no mask, mask} for retry, the same rates for retry_weak and retry_miss, and the error-free
