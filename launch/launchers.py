@@ -19,6 +19,8 @@ this one and resolved when first used, so a missing one fails with one line, not
 from __future__ import annotations
 
 import importlib
+import shlex
+import subprocess
 import sys
 from collections.abc import Callable
 
@@ -77,6 +79,17 @@ def checked(name: str, parse: Callable[[list[str]], object], cli: list[str]) -> 
     except SystemExit:
         raise LauncherError(f"--launcher={name}: bad --launcher_arg (see the usage above)"
                             ) from None
+
+
+def run_commands(cmds: list[list[str]], dry_run: bool) -> int:
+    """Prints each command and (unless `dry_run`) runs it; stops at the first failure's code."""
+    for cmd in cmds:
+        print(shlex.join(cmd), flush=True)
+        if not dry_run:
+            rc = subprocess.run(cmd, check=False).returncode
+            if rc:
+                return rc
+    return 0
 
 
 def parse_args(pairs: list[str]) -> dict[str, str]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -98,14 +97,10 @@ def sweep_command(argv: list[str], **launcher_args: str) -> list[list[str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from physics_lm.launch import launchers
+
     args, flags = parse(sys.argv[1:] if argv is None else argv)
-    for cmd in commands(flags, args):
-        print(shlex.join(cmd), flush=True)
-        if not args.dry_run:
-            rc = subprocess.run(cmd, check=False).returncode
-            if rc:
-                return rc
-    return 0
+    return launchers.run_commands(commands(flags, args), args.dry_run)
 
 
 if __name__ == "__main__":
