@@ -3,7 +3,8 @@
   --config=configs/igsm.py                      med, GPT2-20-9 (the paper's depth-20 model)
   --config=configs/igsm.py:preset=hard,model=12-17
   --config=configs/igsm.py:smoke                a tiny CPU run on short problems (tests)
-  --config=configs/igsm.py:scaled               the Part 2.1 trends at CPU scale (~2 h, 2 cores)
+  --config=configs/igsm.py:scaled               the Part 2.1 trends at CPU scale (ops <= 6; >3 h)
+  --config=configs/igsm.py:tiny                 ops <= 4, packed rows: a run that fits one session
 
 Arg keys: preset (med | hard), format (pq | qp), model (a GPT2-ℓ-h name of the Part 2.1 grid:
 width 64·h, h heads), smoke. Recipes from the paper: med lr 0.002, wd 0.05, batch 512, context
@@ -24,7 +25,7 @@ RECIPES = {
     "med": dict(weight_decay=0.05, batch_size=512, seq_len=768, num_steps=100_000, grad_accum=2),
     "hard": dict(weight_decay=0.03, batch_size=256, seq_len=1024, num_steps=200_000, grad_accum=1),
 }
-TEST_ARGS = (None, "smoke", "scaled", "preset=hard,model=12-17", "format=qp,model=4-21")
+TEST_ARGS = (None, "smoke", "scaled", "tiny", "preset=hard,model=12-17", "format=qp,model=4-21")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -67,6 +68,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                        log_every=25)
         # Part 2.2's regret table at CPU scale: 256 problems of the hardest ID and OOD cells
         c.regret.update(n=256, cells=("op=6", "op=11"), beams=(1, 4, 16), v1_steps=300,
+                        v2_steps=100, batch_size=8, queries=3, decode_batch=64)
+    if a.get("tiny") == "1":  # ops <= 4, max_edge 6, packed rows, 4 x 128: ~1.5 h on 2 cores
+        c.task.update(preset="custom", max_op=4, max_edge=6, seq_len=320, packing="pack")
+        c.model = common.model(4, 4, 128, max_len=320, compute_dtype="float32")
+        c.optim.update(lr=3e-3, warmup_steps=100, weight_decay=0.05, grad_accum=1)
+        c.train.update(batch_size=32, num_steps=3000, log_every=25, eval_every=250,
+                       eval_batches=2, checkpoint_every=250, keep_checkpoints=3,
+                       analysis_every=500)
+        # the learning curve: greedy accuracy on 32 test-bin problems of the training law
+        c.eval.update(n=32, cells=("op<=4",), decode_batch=32)
+        c.probe.update(steps=200, batch_size=8, lr=3e-3, eval_batches=16, queries=3,
+                       delta="shared", ood_ops=(9,), depth_steps=100, mistakes=64,
+                       log_every=25)
+        c.regret.update(n=256, cells=("op=4", "op=9"), beams=(1, 4, 16), v1_steps=300,
                         v2_steps=100, batch_size=8, queries=3, decode_batch=64)
     return c
 

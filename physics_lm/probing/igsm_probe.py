@@ -98,7 +98,7 @@ def make_problem(task: IGSMTask, model: GPT2, model_params_shapes: Any,
     unknown = [t for t in tasks if t not in iq.TASKS]
     if unknown or not tasks:
         raise ValueError(f"tasks={list(tasks)!r}: a non-empty subset of {iq.TASKS}")
-    task = dataclasses.replace(task, with_probes=True)
+    task = dataclasses.replace(task, with_probes=True, packing="single")
     names = tuple(layer_names)
     groups = forward_groups(tasks, delta)
 
