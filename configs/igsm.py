@@ -28,6 +28,16 @@ RECIPES = {
 TEST_ARGS = (None, "smoke", "scaled", "tiny", "preset=hard,model=12-17", "format=qp,model=4-21")
 
 
+def cpu_analysis(c: ml_collections.ConfigDict, id_op: int, ood_ops: tuple[int, ...]) -> None:
+    """Probe and regret sizes for a CPU-scale run whose training max op is `id_op`."""
+    # V-probe: one shared ΔE, 3 queries per task and problem (~40 min here at `scaled`)
+    c.probe.update(steps=200, batch_size=8, lr=3e-3, eval_batches=16, queries=3,
+                   delta="shared", ood_ops=ood_ops, depth_steps=100, mistakes=64, log_every=25)
+    # Part 2.2's regret table: 256 problems of the hardest ID and the first OOD cell
+    c.regret.update(n=256, cells=(f"op={id_op}", f"op={ood_ops[0]}"), beams=(1, 4, 16),
+                    v1_steps=300, v2_steps=100, batch_size=8, queries=3, decode_batch=64)
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     a = parse_config_arg(arg)
     preset = a.get("preset", "med")
@@ -62,13 +72,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.optim.update(lr=2e-3, warmup_steps=100, weight_decay=0.05, grad_accum=1)
         c.train.update(batch_size=32, num_steps=3000, log_every=25, eval_every=250,
                        eval_batches=2, checkpoint_every=250, keep_checkpoints=3)
-        # V-probe at CPU scale: one shared ΔE, 3 queries per task and problem (~40 min here)
-        c.probe.update(steps=200, batch_size=8, lr=3e-3, eval_batches=16, queries=3,
-                       delta="shared", ood_ops=(11, 14), depth_steps=100, mistakes=64,
-                       log_every=25)
-        # Part 2.2's regret table at CPU scale: 256 problems of the hardest ID and OOD cells
-        c.regret.update(n=256, cells=("op=6", "op=11"), beams=(1, 4, 16), v1_steps=300,
-                        v2_steps=100, batch_size=8, queries=3, decode_batch=64)
+        cpu_analysis(c, id_op=6, ood_ops=(11, 14))
     if a.get("tiny") == "1":  # ops <= 4, max_edge 6, packed rows, 4 x 128: ~1.5 h on 2 cores
         c.task.update(preset="custom", max_op=4, max_edge=6, seq_len=320, packing="pack")
         c.model = common.model(4, 4, 128, max_len=320, compute_dtype="float32")
@@ -78,11 +82,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                        analysis_every=500)
         # the learning curve: greedy accuracy on 32 test-bin problems of the training law
         c.eval.update(n=32, cells=("op<=4",), decode_batch=32)
-        c.probe.update(steps=200, batch_size=8, lr=3e-3, eval_batches=16, queries=3,
-                       delta="shared", ood_ops=(9,), depth_steps=100, mistakes=64,
-                       log_every=25)
-        c.regret.update(n=256, cells=("op=4", "op=9"), beams=(1, 4, 16), v1_steps=300,
-                        v2_steps=100, batch_size=8, queries=3, decode_batch=64)
+        cpu_analysis(c, id_op=4, ood_ops=(9,))
     return c
 
 

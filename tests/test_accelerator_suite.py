@@ -35,7 +35,7 @@ def test_cases_mirror_the_config_files(load_config, case, stem):
 
 
 def test_quick_suite_runs_every_section(tmp_path):
-    """The whole --quick suite (about a minute on 2 CPU cores) and its `--only` filter."""
+    """The whole --quick suite: about a minute on 2 CPU cores."""
     out = tmp_path / "suite.json"
     env = {**os.environ, "PYTHONPATH": str(BENCH.parent)}
     proc = subprocess.run([sys.executable, str(BENCH / "accelerator_suite.py"), "--quick",

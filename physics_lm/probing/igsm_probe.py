@@ -15,7 +15,6 @@ row, distance to the question) for the reports of `igsm_run.py`.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -98,7 +97,7 @@ def make_problem(task: IGSMTask, model: GPT2, model_params_shapes: Any,
     unknown = [t for t in tasks if t not in iq.TASKS]
     if unknown or not tasks:
         raise ValueError(f"tasks={list(tasks)!r}: a non-empty subset of {iq.TASKS}")
-    task = dataclasses.replace(task, with_probes=True, packing="single")
+    task = task.probed()
     names = tuple(layer_names)
     groups = forward_groups(tasks, delta)
 

@@ -108,8 +108,8 @@ class IGSMProbeSettings:
 def eval_tasks(task: IGSMTask, ood_ops: tuple[int, ...]) -> dict[str, IGSMTask]:
     """Scoring sets: "id" (test bins, the training op law) and "op=k" per OOD op (test bins)."""
     ops = ood_ops or task.ood_ops
-    base = dataclasses.replace(task, split="test", op=None, reask=False, groups=1, pool=0,
-                               with_probes=True, packing="single")
+    base = dataclasses.replace(task, split="test", op=None, reask=False, groups=1,
+                               pool=0).probed()
     out = {"id": base}
     for k in ops:
         t = dataclasses.replace(base, op=k, seq_len=1 << 16)

@@ -349,6 +349,11 @@ class IGSMTask:
         other = {"train": "test", "test": "train", "all": "all"}[self.split]
         return dataclasses.replace(self, split=other)
 
+    def probed(self) -> IGSMTask:
+        """The variant whose samples carry the V-probe arrays: one problem per row (a probe
+        position indexes one problem), whatever packing the model was trained with."""
+        return dataclasses.replace(self, with_probes=True, packing="single")
+
     def describe(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.update(name=self.name, max_op=self.resolved_max_op, max_edge=self.resolved_max_edge,
