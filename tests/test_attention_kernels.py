@@ -94,7 +94,7 @@ def _read_slots(cache):
         if x.ndim == 4:
             pos_BxS = flat[name.replace("cached_key", "cached_pos").replace("cached_value",
                                                                             "cached_pos")]
-            x = jnp.where((pos_BxS >= 0)[:, :, None, None], x, 0)
+            x = jnp.where((pos_BxS >= 0)[:, None, :, None], x, 0)  # [B, H, S, K]
         out[name] = x
     return out
 

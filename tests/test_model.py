@@ -132,19 +132,22 @@ def test_pattern_is_built_only_when_captured():
     assert (1, 4, 256, 256) in shapes(("blocks.0.attn.pattern",))
 
 
-def test_remat_is_exact_and_keeps_only_block_inputs():
+def test_remat_recomputes_the_same_values_and_keeps_only_block_inputs():
     model, params = _model("rotary")
     remat = GPT2(dataclasses.replace(model.cfg, remat=True))
     tokens = jax.random.randint(jax.random.key(3), (2, 32), 0, 11)
     loss = lambda m: lambda p, t: jnp.mean(jax.nn.log_softmax(m.apply({"params": p}, t)[0]) ** 2)
     ref, g_ref = jax.value_and_grad(loss(model))(params, tokens)
     got, g_got = jax.value_and_grad(loss(remat))(params, tokens)
-    assert got == ref
+    # Same math, but XLA may fuse the recomputed forward differently (CI's CPU differed from
+    # this one in the last bit): equal up to float32 rounding, not bit-for-bit.
+    np.testing.assert_allclose(got, ref, rtol=1e-6)
     for a, b in zip(jax.tree.leaves(g_ref), jax.tree.leaves(g_got), strict=True):
-        np.testing.assert_allclose(a, b, atol=1e-7)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     _, a = remat.apply({"params": params}, tokens, capture=activation_names(2))
     _, b = model.apply({"params": params}, tokens, capture=activation_names(2))
-    assert all(np.array_equal(a[n], b[n]) for n in activation_names(2))
+    for n in activation_names(2):
+        np.testing.assert_allclose(a[n], b[n], rtol=1e-6, atol=1e-6, err_msg=n)
     # Compiled temporaries of the gradient: each block's activations are recomputed in the
     # backward pass, not kept (XLA:CPU undid nn.remat here: see physics_lm/models/remat.py).
     big = jax.ShapeDtypeStruct((2, 128), jnp.int32)

@@ -208,22 +208,31 @@ class Attention(nn.Module):
                        bias_HxR, dropout, segments)
 
     def _update_cache(self, k_BxTxHxK, v_BxTxHxK, pos_BxT):
-        """Writes the chunk at the cache index; returns the full cache and its validity."""
-        ck = self.variable("cache", "cached_key", jnp.zeros, k_BxTxHxK.shape, k_BxTxHxK.dtype)
-        cv = self.variable("cache", "cached_value", jnp.zeros, v_BxTxHxK.shape, v_BxTxHxK.dtype)
+        """Writes the chunk at the cache index; returns the full cache and its validity.
+
+        Keys and values are stored heads-first ([B, H, S, K]): a one-token step's attention is
+        then a batched matmul over (b, h) that reads the cache in place. Stored [B, S, H, K],
+        XLA:CPU transposed the whole cache of every layer at every step (measured in the HLO
+        of `generate`), which made decoding memory-bound on copies."""
+        T = pos_BxT.shape[1]
+        heads_first = lambda x_BxTxHxK: jnp.swapaxes(x_BxTxHxK, 1, 2)
+        ck = self.variable("cache", "cached_key", jnp.zeros, heads_first(k_BxTxHxK).shape,
+                           k_BxTxHxK.dtype)  # K = 0 for schemes without keys
+        cv = self.variable("cache", "cached_value", jnp.zeros, heads_first(v_BxTxHxK).shape,
+                           v_BxTxHxK.dtype)
         cpos = self.variable("cache", "cached_pos", lambda s: jnp.full(s, -1, jnp.int32),
                              pos_BxT.shape)
         idx = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
+        heads_last = lambda x_BxHxSxK: jnp.swapaxes(x_BxHxSxK, 1, 2)
         if self.is_initializing():  # init_cache: shapes only, nothing written
-            return ck.value, cv.value, cpos.value, cpos.value >= 0
+            return heads_last(ck.value), heads_last(cv.value), cpos.value, cpos.value >= 0
         i = idx.value
-        ck.value = jax.lax.dynamic_update_slice_in_dim(ck.value, k_BxTxHxK.astype(ck.value.dtype),
-                                                       i, axis=1)
-        cv.value = jax.lax.dynamic_update_slice_in_dim(cv.value, v_BxTxHxK.astype(cv.value.dtype),
-                                                       i, axis=1)
+        write = lambda c, x_BxTxHxK: jax.lax.dynamic_update_slice_in_dim(
+            c, heads_first(x_BxTxHxK).astype(c.dtype), i, axis=2)
+        ck.value, cv.value = write(ck.value, k_BxTxHxK), write(cv.value, v_BxTxHxK)
         cpos.value = jax.lax.dynamic_update_slice_in_dim(cpos.value, pos_BxT, i, axis=1)
-        idx.value = i + pos_BxT.shape[1]
-        return ck.value, cv.value, cpos.value, cpos.value >= 0
+        idx.value = i + T
+        return heads_last(ck.value), heads_last(cv.value), cpos.value, cpos.value >= 0
 
 
 class Block(nn.Module):
@@ -373,3 +382,18 @@ def _fresh_cache(shapes) -> dict:
         name = jax.tree_util.keystr(path)
         return jnp.full(s.shape, -1 if name.endswith("'cached_pos']") else 0, s.dtype)
     return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+def grow_cache(cache: dict, slots: int) -> dict:
+    """`cache` with `slots` slots: the filled ones kept, the new ones empty (position -1).
+
+    The decoder sizes the cache to what the next steps can fill and grows it between segments
+    of its loop, so a step reads the keys it may need, not the longest buffer's."""
+    def pad(path, x):
+        name = jax.tree_util.keystr(path)
+        if name.endswith("'cached_pos']"):  # [B, S]
+            return jnp.pad(x, ((0, 0), (0, slots - x.shape[1])), constant_values=-1)
+        if name.endswith("'cached_key']") or name.endswith("'cached_value']"):  # [B, H, S, K]
+            return jnp.pad(x, ((0, 0), (0, 0), (0, slots - x.shape[2]), (0, 0)))
+        return x
+    return jax.tree_util.tree_map_with_path(pad, cache)
