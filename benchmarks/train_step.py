@@ -37,8 +37,9 @@ def measured_matmul_peak(n: int = 2048, reps: int = 5) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t)
 
 
-def ours(layers: int, width: int, seq_len: int, batch: int, steps: int, dtype: str,
-         remat: bool = False) -> dict:
+def compiled_step(layers: int, width: int, seq_len: int, batch: int, steps: int, dtype: str,
+                  remat: bool = False):
+    """(experiment, compiled train step, fresh state): the real step of a cfg3f run, T=seq_len."""
     cfg = from_config_dict({
         "task": {"name": "cfg", "grammar": "cfg3f", "seq_len": seq_len},
         "model": {"num_layers": layers, "num_heads": max(width // 64, 1), "d_model": width,
@@ -52,7 +53,13 @@ def ours(layers: int, width: int, seq_len: int, batch: int, steps: int, dtype: s
     state = fresh_state(exp)
     train, _ = jit_steps(exp)
     with jax.set_mesh(exp.mesh):
-        train = train.lower(state).compile()
+        return exp, train.lower(state).compile(), state
+
+
+def ours(layers: int, width: int, seq_len: int, batch: int, steps: int, dtype: str,
+         remat: bool = False) -> dict:
+    exp, train, state = compiled_step(layers, width, seq_len, batch, steps, dtype, remat)
+    with jax.set_mesh(exp.mesh):
         state, m = train(state)
         jax.block_until_ready(m)
         t = time.perf_counter()

@@ -1,4 +1,5 @@
-"""benchmarks/accelerator_suite.py --quick keeps working on CPU; max_batch's search and cases."""
+"""benchmarks/accelerator_suite.py --quick keeps working on CPU; max_batch's search and cases;
+the train-step profile attributes the step's ops to their sources."""
 
 import json
 import os
@@ -12,6 +13,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
 import max_batch as mb  # noqa: E402
+import train_step_profile as tsp  # noqa: E402
 
 
 def test_largest_batch_search_converges_on_a_linear_peak():
@@ -67,3 +69,19 @@ def test_only_skips_the_other_sections(tmp_path):
     assert got["train_depth20_xla"] == {"status": "skipped", "reason": "not in --only"}
     assert got["projection"]["part1_cfg3f"] == {"error": "no train step measured"}
     assert "not in --only" in proc.stdout
+
+
+def test_train_step_profile_attributes_ops_to_their_sources():
+    exp, compiled, state = tsp.compiled_step(2, 32, 32, 2, 2, "float32")
+    sources = tsp.op_sources(compiled.as_text())
+    events, wall = tsp.profile(compiled, state, 2, exp.mesh)
+    assert events and wall > 0
+    seconds = {}
+    for op, sec in events:
+        cat, direction = tsp.categorize(sources.get(op, ("", ""))[0])
+        seconds[cat, direction] = seconds.get((cat, direction), 0.0) + sec
+    for cat in ("attention projections", "attention q.k and p.v", "MLP", "layer norms"):
+        assert seconds.get((cat, "fwd"), 0) > 0 and seconds.get((cat, "bwd"), 0) > 0, (cat, seconds)
+    assert seconds.get(("sampler", ""), 0) > 0, seconds
+    named = sum(v for (cat, _), v in seconds.items() if cat != tsp.REST)
+    assert named > 0.5 * sum(seconds.values())  # the rules still match jax's op_name scheme
