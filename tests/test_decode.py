@@ -1,5 +1,7 @@
 """Sampling: KV-cached == full recompute, greedy/top-k, EOS stops rows, prompts kept, rewind."""
 
+import itertools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -7,7 +9,7 @@ import numpy as np
 import pytest
 
 from physics_lm.config import POSITION_SCHEMES, ModelConfig
-from physics_lm.eval.decode import FnHook, completions, generate, rewind
+from physics_lm.eval.decode import FnHook, completions, generate, rewind, segment_ends
 from physics_lm.models.gpt2 import GPT2
 
 V, BOS, EOS = 8, 7, 5
@@ -42,6 +44,27 @@ def test_cached_equals_full_recompute(pos):
         np.testing.assert_array_equal(got.length, ref.length)
         np.testing.assert_allclose(got.logprob, ref.logprob, atol=1e-4)
         assert int(jnp.max(got.length - PROMPT_LEN)) >= 2  # it really generated something
+
+
+@pytest.mark.parametrize("pos", ["rotary", "position_only"])
+def test_cache_grown_across_segments_equals_full_recompute(pos):
+    cfg, params = _model(pos)
+    assert len(segment_ends(150)) == 3  # 64, 128, 150: the cache grows twice
+    kw = dict(max_new=150, eos_id=-1, temperature=1.0)
+    got = generate(cfg, params, jax.random.key(4), PROMPT, PROMPT_LEN, **kw)
+    ref = generate(cfg, params, jax.random.key(4), PROMPT, PROMPT_LEN, use_cache=False, **kw)
+    np.testing.assert_array_equal(got.tokens, ref.tokens)
+    np.testing.assert_allclose(got.logprob, ref.logprob, rtol=1e-4)
+
+
+@pytest.mark.parametrize("steps", [1, 63, 64, 65, 512, 2048, 4099])
+def test_segment_ends_cover_the_steps_with_few_bodies(steps):
+    ends = segment_ends(steps)
+    assert ends[-1] == steps and all(a < b for a, b in itertools.pairwise(ends))
+    assert len(ends) <= 12
+    # every step reads at most 64 or 1/8 of the steps (+1 chunk) more slots than it needs
+    for lo, hi in itertools.pairwise((0, *ends)):
+        assert hi - lo <= max(64, -(-steps // 8 // 64) * 64)
 
 
 def test_greedy_deterministic_topk1_and_prompt_respected():

@@ -11,7 +11,7 @@ of row b is fed at slot P + step with its own position `length_b - 1`. So ragged
 left padding and no per-row offsets, for every position scheme (the model takes explicit
 per-row positions).
 
-Cache size. The cache starts with P + 64 slots and doubles between loop segments
+Cache size. The cache starts with P + 64 slots and grows between loop segments
 (`segment_ends`), up to P + the step bound: a step attends over every slot, so slots that no
 step has filled yet would be read for nothing (0.46x Hugging Face's tokens/s at 512 new tokens
 when every step read all P + 512 slots; `benchmarks/decode_vs_hf.py`).
@@ -197,15 +197,18 @@ def decode_step(state: DecodeState, key: jax.Array, forward: Forward, *, top_k: 
     return state._replace(cache=cache, logits=logits_BxV)
 
 
-def segment_ends(steps: int, first: int = 64) -> tuple[int, ...]:
-    """Step counts at which the decoder's cache grows: doubling from `first`, then `steps`.
+def segment_ends(steps: int, first: int = 64, segments: int = 8) -> tuple[int, ...]:
+    """Step counts at which the decoder's cache grows: doubling from `first` up to a chunk of
+    about steps / `segments` (a multiple of `first`), then every chunk, and `steps` last.
 
-    A step attends over every slot of the cache, so a cache sized to the longest buffer makes
-    the early steps read keys that do not exist yet. Doubling reads at most twice the filled
-    slots (about 1.3x over a long run) and compiles log2(steps / first) loop bodies."""
+    A step attends over every slot of the cache, and decoding is bound by reading the cache, so
+    a cache sized to the longest buffer made the early steps read keys that do not exist yet.
+    Each segment is one more compiled loop body: at 512 steps, 8 segments read ≈1.1x the
+    filled slots (one cache of P + 512 slots: ≈1.9x; doubling alone: ≈1.3x)."""
+    chunk = max(first, -(-steps // segments // first) * first)
     ends = [min(first, steps)]
     while ends[-1] < steps:
-        ends.append(min(2 * ends[-1], steps))
+        ends.append(min(ends[-1] * 2 if ends[-1] < chunk else ends[-1] + chunk, steps))
     return tuple(ends)
 
 
