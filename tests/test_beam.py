@@ -43,6 +43,20 @@ def test_width_one_is_greedy():
     assert completions(got) == completions(ref)
 
 
+def test_beams_reordered_across_cache_growth_score_like_a_full_forward():
+    cfg, params = _model()  # 100 steps: the cache grows at 64 (decode.segment_ends)
+    got = beam_search(cfg, params, PROMPT, PROMPT_LEN, beam=3, max_new=100, eos_id=-1)
+    greedy = generate(cfg, params, jax.random.key(0), PROMPT, PROMPT_LEN, max_new=100,
+                      temperature=0.0, eos_id=-1)
+    assert completions(beam_search(cfg, params, PROMPT, PROMPT_LEN, beam=1, max_new=100,
+                                   eos_id=-1)) == completions(greedy)
+    for b, (gen, _) in enumerate(completions(got)):
+        prompt = PROMPT[b, : PROMPT_LEN[b]].tolist()
+        assert len(gen) == 100
+        np.testing.assert_allclose(float(got.logprob[b]), _logprob(cfg, params, prompt, gen),
+                                   rtol=1e-3)
+
+
 @pytest.mark.parametrize("length_penalty", [0.0, 1.0])
 def test_exhaustive_width_finds_the_brute_force_best(length_penalty):
     cfg, params = _model(seed=1)

@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 
 from physics_lm.config import ModelConfig
-from physics_lm.eval.decode import DecodeResult, cached_backend
+from physics_lm.eval.decode import DecodeResult, cached_backend, segment_ends
+from physics_lm.models.gpt2 import grow_cache
 
 
 class BeamState(NamedTuple):
@@ -63,7 +64,9 @@ def beam_search(cfg: ModelConfig, params: Any, prompt_BxP: jax.Array, prompt_len
     prompt_len_B = prompt_len_B.astype(jnp.int32)
     in_prompt = jnp.arange(P)[None, :] < prompt_len_B[:, None]
     prompt_BxP = jnp.where(in_prompt, prompt_BxP, pad_id).astype(jnp.int32)
-    cache, logits_BxV, forward = cached_backend(cfg, params, prompt_BxP, prompt_len_B, L)
+    ends = segment_ends(max_new)  # the cache grows as in `generate`: a step reads and
+    cache, logits_BxV, forward = cached_backend(  # reorders only the slots that can be filled
+        cfg, params, prompt_BxP, prompt_len_B, P + ends[0])
     rep = lambda x: jnp.repeat(x, K, axis=0)
     N = B * K
     first_K = jnp.where(jnp.arange(K) == 0, 0.0, -jnp.inf)  # one live beam at the start
@@ -106,7 +109,10 @@ def beam_search(cfg: ModelConfig, params: Any, prompt_BxP: jax.Array, prompt_len
             settled = ~jnp.any(live)
         return (s.step < max_new) & ~settled
 
-    s = jax.lax.while_loop(running, step, state)
+    s = state
+    for end in ends:
+        s = s._replace(cache=grow_cache(s.cache, P + end))
+        s = jax.lax.while_loop(lambda s, end=end: (s.step < end) & running(s), step, s)
     # Finished beams first (a live beam was cut by max_new), then the best score.
     score_BxK = _score(s.logprob, gen_len(s), length_penalty).reshape(B, K)
     key_BxK = jnp.where(s.done.reshape(B, K), score_BxK, score_BxK - 1e30)
