@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from physics_lm.config import ModelConfig
-from physics_lm.eval.decode import generate
+from physics_lm.eval.decode import generate, segment_ends
 from physics_lm.models.gpt2 import GPT2
 
 VOCAB = 64
@@ -39,8 +39,11 @@ def ours(args) -> tuple:
     prompt = jnp.full((args.batch, args.prompt), 9, jnp.int32)
     plen = jnp.full((args.batch,), args.prompt, jnp.int32)
     greedy = jnp.float32(0.0)  # temperature is traced: a call argument of the compiled decoder
+    t = time.perf_counter()
     compiled = generate.lower(cfg, params, jax.random.key(0), prompt, plen, max_new=args.new,
                               eos_id=-1, temperature=greedy).compile()
+    print(f"physics_lm generate compiled in {time.perf_counter() - t:.1f} s "
+          f"({len(segment_ends(args.new))} cache sizes)")
 
     def run() -> None:
         out = compiled(params, jax.random.key(1), prompt, plen, temperature=greedy)
