@@ -12,9 +12,10 @@ left padding and no per-row offsets, for every position scheme (the model takes 
 per-row positions).
 
 Cache size. The cache starts with P + 64 slots and grows between loop segments
-(`segment_ends`), up to P + the step bound: a step attends over every slot, so slots that no
-step has filled yet would be read for nothing (0.46x Hugging Face's tokens/s at 512 new tokens
-when every step read all P + 512 slots; `benchmarks/decode_vs_hf.py`).
+(`segment_ends`), up to P + the step bound: a step attends over every slot and is bound by
+reading them, so slots that no step has filled yet would be read for nothing. (With one cache
+of P + 512 slots, stored [B, S, H, K] and transposed by XLA:CPU at every step, this decoder
+ran at 0.46x Hugging Face's tokens/s; `benchmarks/decode_vs_hf.py`.)
 
 Stopping. A row that samples `eos_id` is done: it keeps the EOS and emits `pad_id` after it.
 The loop (`lax.while_loop`, all inside one jit) ends when every row is done or after `max_new`
