@@ -16,7 +16,6 @@ best run is the least disturbed. Process-CPU seconds are printed beside wall sec
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import time
 from pathlib import Path
@@ -31,12 +30,9 @@ from physics_lm.eval.decode import generate
 from physics_lm.models.gpt2 import GPT2
 
 VOCAB = 64
-SEGMENT_ENDS = decode.segment_ends
 
 
 def ours(args) -> tuple:
-    if args.cache_segments:  # generate looks segment_ends up when it is traced
-        decode.segment_ends = functools.partial(SEGMENT_ENDS, segments=args.cache_segments)
     cfg = ModelConfig(num_layers=args.layers, num_heads=args.heads, d_model=args.d_model,
                       vocab_size=VOCAB, max_len=args.prompt + args.new, pos="absolute",
                       compute_dtype="float32")
@@ -94,8 +90,6 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    ap.add_argument("--cache_segments", type=int, default=0,
-                    help="ours: most cache sizes (decode.segment_ends; 0: its default)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     run_ours = ours(args)
