@@ -24,8 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from physics_lm.config import ModelConfig
-from physics_lm.eval.decode import DecodeResult, cached_backend, segment_ends
-from physics_lm.models.gpt2 import grow_cache
+from physics_lm.eval.decode import DecodeResult, cached_backend, segment_ends, segmented_while
 
 
 class BeamState(NamedTuple):
@@ -109,10 +108,7 @@ def beam_search(cfg: ModelConfig, params: Any, prompt_BxP: jax.Array, prompt_len
             settled = ~jnp.any(live)
         return (s.step < max_new) & ~settled
 
-    s = state
-    for end in ends:
-        s = s._replace(cache=grow_cache(s.cache, P + end))
-        s = jax.lax.while_loop(lambda s, end=end: (s.step < end) & running(s), step, s)
+    s = segmented_while(running, step, state, P, ends)
     # Finished beams first (a live beam was cut by max_new), then the best score.
     score_BxK = _score(s.logprob, gen_len(s), length_penalty).reshape(B, K)
     key_BxK = jnp.where(s.done.reshape(B, K), score_BxK, score_BxK - 1e30)

@@ -211,6 +211,18 @@ def segment_ends(steps: int, first: int = 64) -> tuple[int, ...]:
     return tuple(ends)
 
 
+def segmented_while(running: Callable[[Any], jax.Array], body: Callable[[Any], Any], state: Any,
+                    P: int, ends: tuple[int, ...], grow: bool = True) -> Any:
+    """`lax.while_loop(step < ends[-1] & running, body)` as one loop per `ends` segment, the
+    carry's `cache` grown to P + end before each (a step at index P + s < P + end has its slot).
+    The carry is any NamedTuple with `step` and `cache` (the sampler's, beam search's)."""
+    for end in ends:
+        if grow:
+            state = state._replace(cache=grow_cache(state.cache, P + end))
+        state = jax.lax.while_loop(lambda s, end=end: (s.step < end) & running(s), body, state)
+    return state
+
+
 def _last(x_BxTxV: jax.Array, length_B: jax.Array) -> jax.Array:
     return jnp.take_along_axis(x_BxTxV, (length_B - 1)[:, None, None], axis=1)[:, 0]
 
@@ -297,11 +309,8 @@ def generate(cfg: ModelConfig, params: Any, key: jax.Array, prompt_BxP: jax.Arra
                         logits_BxV, jnp.zeros((), jnp.int32), cache, temp_B, aux)
     body = functools.partial(decode_step, key=key, forward=forward, top_k=top_k, eos_id=eos_id,
                              pad_id=pad_id, hook=hook, hook_args=hook_args)
-    running = lambda s: ~jnp.all(s.done | (s.length >= L))
-    for end in ends:  # one loop per cache size; a step at index P + s < P + end has its slot
-        if use_cache:
-            state = state._replace(cache=grow_cache(state.cache, P + end))
-        state = jax.lax.while_loop(lambda s, end=end: (s.step < end) & running(s), body, state)
+    state = segmented_while(lambda s: ~jnp.all(s.done | (s.length >= L)), body, state, P, ends,
+                            grow=use_cache)
     return DecodeResult(state.tokens, state.length, prompt_len_B, state.done,
                         state.logprob, state.aux)
 

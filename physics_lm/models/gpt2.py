@@ -215,24 +215,23 @@ class Attention(nn.Module):
         XLA:CPU transposed the whole cache of every layer at every step (measured in the HLO
         of `generate`), which made decoding memory-bound on copies."""
         T = pos_BxT.shape[1]
-        heads_first = lambda x_BxTxHxK: jnp.swapaxes(x_BxTxHxK, 1, 2)
-        ck = self.variable("cache", "cached_key", jnp.zeros, heads_first(k_BxTxHxK).shape,
+        swap_heads = lambda x: jnp.swapaxes(x, 1, 2)  # [B, T, H, K] <-> [B, H, T, K]
+        ck = self.variable("cache", "cached_key", jnp.zeros, swap_heads(k_BxTxHxK).shape,
                            k_BxTxHxK.dtype)  # K = 0 for schemes without keys
-        cv = self.variable("cache", "cached_value", jnp.zeros, heads_first(v_BxTxHxK).shape,
+        cv = self.variable("cache", "cached_value", jnp.zeros, swap_heads(v_BxTxHxK).shape,
                            v_BxTxHxK.dtype)
         cpos = self.variable("cache", "cached_pos", lambda s: jnp.full(s, -1, jnp.int32),
                              pos_BxT.shape)
         idx = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
-        heads_last = lambda x_BxHxSxK: jnp.swapaxes(x_BxHxSxK, 1, 2)
         if self.is_initializing():  # init_cache: shapes only, nothing written
-            return heads_last(ck.value), heads_last(cv.value), cpos.value, cpos.value >= 0
+            return swap_heads(ck.value), swap_heads(cv.value), cpos.value, cpos.value >= 0
         i = idx.value
         write = lambda c, x_BxTxHxK: jax.lax.dynamic_update_slice_in_dim(
-            c, heads_first(x_BxTxHxK).astype(c.dtype), i, axis=2)
+            c, swap_heads(x_BxTxHxK).astype(c.dtype), i, axis=2)
         ck.value, cv.value = write(ck.value, k_BxTxHxK), write(cv.value, v_BxTxHxK)
         cpos.value = jax.lax.dynamic_update_slice_in_dim(cpos.value, pos_BxT, i, axis=1)
         idx.value = i + T
-        return heads_last(ck.value), heads_last(cv.value), cpos.value, cpos.value >= 0
+        return swap_heads(ck.value), swap_heads(cv.value), cpos.value, cpos.value >= 0
 
 
 class Block(nn.Module):
