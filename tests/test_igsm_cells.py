@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from test_igsm_sampler import FAST, _check_rows, _texts
 
-from physics_lm.data.igsm.cells import REASK, cell_batch, cell_key, eval_cells
+from physics_lm.data.igsm.cells import REASK, SEEN, cell_batch, cell_key, eval_cells
 from physics_lm.data.igsm.task import IGSMTask
 from physics_lm.data.igsm.text.sketch import host_bin, sketch_text
 
@@ -102,3 +102,14 @@ def test_reask_settings():
     assert task.min_seq_len > IGSMTask("med", op=21, seq_len=4096).min_seq_len
     with pytest.raises(ValueError, match="seq_len"):
         IGSMTask("med", reask=True, seq_len=1024)
+
+
+def test_seen_cells_draw_the_training_template_bins_only_when_asked():
+    task = IGSMTask("custom", max_op=4, max_edge=6, seq_len=320)
+    assert not any(n.startswith(SEEN) for n in eval_cells(task))
+    cells = eval_cells(task, seen=True)
+    assert cells["seen:op<=4"].bins == tuple(range(16)) and cells["seen:op=4"].op == 4
+    seen = jax.tree.map(np.asarray, cell_batch(task, 0, "seen:op<=4", N, FAST))
+    assert set(seen.labels["template_bin"].tolist()) <= set(range(16))
+    for b in range(N):
+        assert seen.labels["template_bin"][b] == host_bin(sketch_text(_texts(seen, b)[2]))

@@ -80,6 +80,7 @@ def test_eval_mode_writes_generations_that_recount_to_the_summary(load_config, t
             assert m["accuracy"] == np.mean([r["correct"] for r in mine])
     assert {"op<=3", "op=8"} == set(doc["cells"]) and doc["cells"]["op<=3"]["in_distribution"]
     assert not doc["cells"]["op=8"]["in_distribution"]
+    assert doc["cells"]["op<=3"]["templates"] == "test"
     assert all(r["prompt"].startswith("<bos>") or r["prompt"] for r in rows)
 
 

@@ -168,10 +168,12 @@ def test_regret_mode_writes_the_table(tmp_path, igsm_smoke_run):
     run_analysis(from_config_dict(c), tmp_path)
     doc = json.loads((tmp_path / "regret" / "igsm.json").read_text())
     cell = c.regret.cells[0]
-    assert doc["rows"] == ["beam1", "regret_v1", "regret_vP"]
+    assert doc["rows"] == ["beam1", "regret_v1", "regret_v1_beam2", "regret_vP",
+                           "regret_vP_beam2"]
     for row in doc["rows"]:
         assert doc["table"][row][cell]["n"] == 4
     assert "retries_mean" in doc["table"]["regret_vP"][cell]
+    assert "retries_mean" in doc["table"]["regret_vP_beam2"][cell]
     fit = doc["detectors"]["v1"]["fit"]
     assert fit["rank"] == 8 and fit["qv_rank"] == 0 and 0 <= fit["can_next"]["acc"] <= 1
     gens = [json.loads(line) for line in
@@ -182,7 +184,8 @@ def test_regret_mode_writes_the_table(tmp_path, igsm_smoke_run):
     # observing never changes a greedy generation
     assert [g["generated"] for g in by_row["observe_v1"]] == [
         g["generated"] for g in by_row["beam1"]]
-    for g in by_row["regret_vP"]:  # the judge never lets a wrong step through while retries last
+    # the judge never lets a wrong step through while retries last (greedy and 2 beams)
+    for g in by_row["regret_vP"] + by_row["regret_vP_beam2"]:
         w = g["first_error"]
         if g["retries"] < c.regret.retries and w is not None and w < len(g["flags"]):
             assert g["flags"][w] != 0, g

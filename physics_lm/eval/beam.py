@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from physics_lm.config import ModelConfig
+from physics_lm.eval import decode
 from physics_lm.eval.decode import DecodeResult, cached_backend, segment_ends, segmented_while
 
 
@@ -51,10 +52,11 @@ def _gather_rows(tree: Any, rows: jax.Array, n: int) -> Any:
 @functools.partial(jax.jit, static_argnames=(
     "cfg", "beam", "max_new", "eos_id", "pad_id", "length_penalty"))
 def beam_search(cfg: ModelConfig, params: Any, prompt_BxP: jax.Array, prompt_len_B: jax.Array,
-                *, beam: int, max_new: int, eos_id: int, pad_id: int = 0,
+                *, beam: int, max_new: int, eos_id: int | tuple[int, ...], pad_id: int = 0,
                 length_penalty: float = 0.0) -> DecodeResult:
     """The best of `beam` beams per prompt (module docstring); a DecodeResult with B rows whose
-    `logprob` is the chosen beam's sum of log p (not the penalised score)."""
+    `logprob` is the chosen beam's sum of log p (not the penalised score). `eos_id` may be a
+    tuple of ids that each finish a beam (as in `decode.generate`)."""
     B, P = prompt_BxP.shape
     K, L = beam, P + max_new
     if cfg.pos == "absolute" and cfg.max_len < L:
@@ -94,7 +96,8 @@ def beam_search(cfg: ModelConfig, params: Any, prompt_BxP: jax.Array, prompt_len
         tokens = s.tokens.at[rows, s.length].set(
             jnp.where(was_done, s.tokens[rows, s.length], token_N), mode="drop")
         s = s._replace(tokens=tokens, length=s.length + (~was_done).astype(jnp.int32),
-                       done=was_done | (token_N == eos_id), logprob=logprob, step=s.step + 1)
+                       done=was_done | decode.is_stop(token_N, eos_id), logprob=logprob,
+                       step=s.step + 1)
         cache, logits = forward(s.cache, s.tokens, s.length)
         return s._replace(cache=cache, logits=logits)
 

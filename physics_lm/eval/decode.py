@@ -18,6 +18,8 @@ of P + 512 slots, stored [B, S, H, K] and transposed by XLA:CPU at every step, t
 ran at 0.46x Hugging Face's tokens/s; `benchmarks/decode_vs_hf.py`.)
 
 Stopping. A row that samples `eos_id` is done: it keeps the EOS and emits `pad_id` after it.
+`eos_id` may also be a tuple of ids, any of which ends a row (retry upon regret with beams
+decodes one solution sentence at a time: ``.`` or EOS, `eval/beam_regret.py`).
 The loop (`lax.while_loop`, all inside one jit) ends when every row is done or after `max_new`
 steps; rows without EOS by then are cut (`done` False).
 
@@ -174,8 +176,14 @@ def rewind(state: DecodeState, new_length_B: jax.Array, pad_id: int = 0) -> Deco
         cache=invalidate_from(state.cache, cut_B - 1))
 
 
+def is_stop(token: jax.Array, eos_id: int | tuple[int, ...]) -> jax.Array:
+    """bool, same shape: the token ends a row (`eos_id` one id or a tuple of them)."""
+    ids = eos_id if isinstance(eos_id, tuple) else (eos_id,)
+    return functools.reduce(jnp.logical_or, [token == i for i in ids])
+
+
 def decode_step(state: DecodeState, key: jax.Array, forward: Forward, *, top_k: int,
-                eos_id: int, pad_id: int, hook: Hook | None = None,
+                eos_id: int | tuple[int, ...], pad_id: int, hook: Hook | None = None,
                 hook_args: Any = None) -> DecodeState:
     """One token for every unfinished row: sample, append, hook, then the model's next logits."""
     B, L = state.tokens.shape
@@ -189,7 +197,7 @@ def decode_step(state: DecodeState, key: jax.Array, forward: Forward, *, top_k: 
     state = state._replace(
         tokens=tokens_BxL,
         length=state.length + active_B.astype(jnp.int32),
-        done=state.done | (active_B & (token_B == eos_id)),
+        done=state.done | (active_B & is_stop(token_B, eos_id)),
         logprob=state.logprob + jnp.where(active_B, logp_B, 0.0),
         step=state.step + 1)
     if hook is not None:
@@ -262,7 +270,8 @@ def _recompute_backend(cfg: ModelConfig, params: Any) -> Forward:
     "cfg", "max_new", "top_k", "eos_id", "pad_id", "hook", "use_cache", "max_steps"))
 def generate(cfg: ModelConfig, params: Any, key: jax.Array, prompt_BxP: jax.Array,
              prompt_len_B: jax.Array, *, max_new: int, temperature: float | jax.Array = 1.0,
-             top_k: int = 0, eos_id: int, pad_id: int = 0, hook: Hook | None = None,
+             top_k: int = 0, eos_id: int | tuple[int, ...], pad_id: int = 0,
+             hook: Hook | None = None,
              hook_args: Any = None, use_cache: bool = True, max_steps: int = 0
              ) -> DecodeResult:
     """Samples up to `max_new` tokens after each row's prompt (layout: module docstring).
@@ -276,7 +285,8 @@ def generate(cfg: ModelConfig, params: Any, key: jax.Array, prompt_BxP: jax.Arra
       max_new: most tokens a row holds after its prompt (EOS included); buffer P + max_new.
       temperature: traced, a scalar or float32[B]; <= 0 is greedy.
       top_k: keep the k largest logits (0 = all); static.
-      eos_id: the id that ends a row (use -1 to never stop early, e.g. for benchmarks).
+      eos_id: the id that ends a row, or a tuple of such ids (use -1 to never stop early, e.g.
+        for benchmarks).
       pad_id: what finished rows emit.
       hook: optional static `Hook` called inside every step (see `decode_step`); `hook_args`
         its traced inputs.

@@ -10,7 +10,9 @@ official `true_correct` semantics). Per cell (`cells[name]`):
   unnecessary_params / unnecessary_ops (mean per correct solution: parameters outside the
   necessary set, and computation steps beyond the problem's op); back_mean ([BACK] sentences per
   generation); truncated (no answer within max_new tokens); error_kinds (histogram of the first
-  error's kind over wrong generations); op_mean; in_distribution.
+  error's kind over wrong generations); op_mean; in_distribution; templates ("test", or "seen"
+  for the diagnostic `seen:op<=M` / `seen:op=M` cells of the training template bins, evaluated
+  only when named in `eval.cells`).
 Every generation with its verdict goes to `eval/igsm_generations.jsonl` (cell, op, problem,
 prompt, generated text, solution, answer, verdict fields), so every number can be recomputed
 from it. Plots: accuracy by cell (ID vs OOD) and error kinds.
@@ -84,7 +86,9 @@ class IGSMEvalConfig:
 
 
 def in_distribution(task: IGSMTask, cell: str) -> bool:
-    """Whether the cell's ops lie in the training range (op<=M, op=M); OOD ops and reask not."""
+    """Whether the cell's ops lie in the training range (op<=M, op=M, and their `seen:` twins);
+    OOD ops and reask not."""
+    cell = cell.removeprefix(cells_lib.SEEN)
     return cell.startswith("op<=") or cell == f"op={task.resolved_max_op}"
 
 
@@ -229,14 +233,15 @@ def summarize(rows: list[dict[str, Any]], in_distribution: bool) -> dict[str, An
             "back_mean_correct": mean([r["n_back"] for r in correct]),
             "truncated": sum(r["error_kind"] == "truncated" for r in rows),
             "error_kinds": dict(sorted(kinds.items())), "op_mean": mean([r["op"] for r in rows]),
-            "in_distribution": in_distribution}
+            "in_distribution": in_distribution,
+            "templates": "seen" if rows and rows[0]["cell"].startswith(cells_lib.SEEN) else "test"}
 
 
 def evaluate_igsm(model_cfg: ModelConfig, params: Any, task: IGSMTask, ec: IGSMEvalConfig,
                   tag: str = "model") -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """({"cells": {name: metrics}, "throughput": ...}, judged rows) for one model."""
-    cells = cells_lib.eval_cells(task)
-    names = list(ec.cells) or list(cells)
+    cells = cells_lib.eval_cells(task, seen=True)
+    names = list(ec.cells) or list(cells_lib.eval_cells(task))
     unknown = [c for c in names if c not in cells]
     if unknown:
         raise ConfigError(f"eval.cells={list(ec.cells)!r}: unknown {unknown}; known: {list(cells)}")

@@ -33,13 +33,15 @@ def write_plots(doc: dict[str, Any], out_dir: Path) -> list[str]:
         acc = np.array([cells[c]["accuracy"] for c in names], float)
         err = np.array([[acc[j] - cells[c]["acc_lo"], cells[c]["acc_hi"] - acc[j]]
                         for j, c in enumerate(names)]).T
-        colors = ["tab:blue" if cells[c]["in_distribution"] else "tab:orange" for c in names]
+        colors = ["tab:gray" if cells[c].get("templates") == "seen" else
+                  "tab:blue" if cells[c]["in_distribution"] else "tab:orange" for c in names]
         ax.bar(x + (i - (len(runs) - 1) / 2) * width, acc, width, yerr=err, capsize=2,
                color=colors, alpha=1.0 if run == "model" else 0.35, label=run)
     ax.set_xticks(x, names, rotation=30, fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy (95% CI)")
-    ax.set_title("iGSM accuracy by cell (blue: in distribution, orange: out of distribution)",
+    ax.set_title("iGSM accuracy by cell (blue: in distribution, orange: out of distribution, "
+                 "gray: training templates)",
                  fontsize=9)
     ax.legend(fontsize=7)
     paths = [str(out_dir / "igsm_accuracy.png")]

@@ -9,6 +9,10 @@ decoded by each row of the paper's table and judged (`eval/igsm_eval.py`):
                   v1 / v2 (the can_next V-probes of `probing/regret_detector.py`, `retries`
                   retries per solution), vP (the judge: a perfect detector, `retries`) and
                   vP50 (the judge, `many_retries`).
+  regret_<d>_beam<k>  the same detectors over beam search of width k, k > 1 in
+                  `regret_beams` (`eval/beam_regret.py`: the solution is committed one
+                  sentence per round, each sentence the best of a k-beam search or, after a
+                  regret, resampled).
 Detector quality on the model's own greedy generations (the same problems, the hook in
 observe-only mode): `recall` = share of first wrong steps flagged (the paper: a model trained on
 error-free data "knows" ≈60% of its mistakes), `false_alarm` = share of right steps (before the
@@ -20,7 +24,8 @@ regret/igsm.json: {"cells", "rows", "table": {row: {cell: evaluator metrics + re
 (row, cell, verdict, retries, per-sentence flags) goes to regret/igsm_generations.jsonl.
 
 The `regret` section (`IGSMRegretSettings`): n 4096, cells () (all), beams (1, 4, 16, 32),
-detectors ("v1", "v2", "vP", "vP50"), retries 10, many_retries 50, resample_temperature 1.0,
+detectors ("v1", "v2", "vP", "vP50"), regret_beams (1, 4) (the paper's beam 1 and 4),
+retries 10, many_retries 50, resample_temperature 1.0,
 v1_steps 100000 and v2_steps 10000 (probe fits; batch_size 256, lr 0.002, weight_decay 0.01,
 queries 10: the Part 2.1 recipe, linear decay), decode_batch 256, seed 0, checkpoint_step -1.
 """
@@ -39,6 +44,7 @@ from physics_lm.config import ConfigError
 from physics_lm.data.igsm import cells as cells_lib
 from physics_lm.data.igsm.text.vocab import get_vocab
 from physics_lm.eval import igsm_eval
+from physics_lm.eval.beam_regret import beam_regret
 from physics_lm.eval.decode import generate
 from physics_lm.eval.regret import RegretHook
 from physics_lm.modes import Handler
@@ -60,6 +66,7 @@ class IGSMRegretSettings:
     cells: tuple[str, ...] = ()
     beams: tuple[int, ...] = (1, 4, 16, 32)
     detectors: tuple[str, ...] = ("v1", "v2", "vP", "vP50")
+    regret_beams: tuple[int, ...] = (1, 4)
     retries: int = 10
     many_retries: int = 50
     resample_temperature: float = 1.0
@@ -82,8 +89,10 @@ class IGSMRegretSettings:
         if bad:
             raise ConfigError(f"regret.detectors={list(self.detectors)!r}: unknown {bad}; "
                               f"known: {list(DETECTORS)}")
-        if any(k < 1 for k in self.beams):
-            raise ConfigError(f"regret.beams={list(self.beams)!r}: widths must be >= 1")
+        for key in ("beams", "regret_beams"):
+            if any(k < 1 for k in getattr(self, key)):
+                raise ConfigError(f"regret.{key}={list(getattr(self, key))!r}: widths must be "
+                                  ">= 1")
         if not self.resample_temperature > 0:
             raise ConfigError(f"regret.resample_temperature={self.resample_temperature!r}: "
                               "must be > 0 (a greedy retry repeats the rejected sentence)")
@@ -105,6 +114,20 @@ def regret_decoder(model_cfg: Any, params: Any, hook: RegretHook, args: dict[str
         return generate(model_cfg, params, key, prompts, lens, max_new=max_new,
                         temperature=0.0, eos_id=vocab.eos_id, pad_id=vocab.pad_id, hook=hook,
                         hook_args=args, max_steps=max_new + extra)
+
+    return decode
+
+
+def beam_regret_decoder(model_cfg: Any, params: Any, hook: RegretHook, args: dict[str, Any],
+                        beam: int):
+    """A `igsm_eval.CellDecoder`: retry upon regret over a `beam`-wide beam search, one
+    sentence per round (`eval/beam_regret.py`)."""
+    vocab = get_vocab()
+
+    def decode(prompts: np.ndarray, lens: np.ndarray, max_new: int, key: jax.Array):
+        return beam_regret(model_cfg, params, key, prompts, lens, hook=hook, hook_args=args,
+                           beam=beam, max_new=max_new, eos_id=vocab.eos_id,
+                           pad_id=vocab.pad_id, sentence_len=SENTENCE_TOKENS)
 
     return decode
 
@@ -158,8 +181,11 @@ def _run(loaded: Any, s: IGSMRegretSettings) -> dict[str, Any]:
     for d in s.detectors:
         kind, many = DETECTORS[d]
         a = args.get(d, {"temperature": np.float32(0.0)})
-        decoders[f"regret_{d}"] = (None, regret_decoder(
-            model_cfg, params, hook(kind, s.many_retries if many else s.retries), a))
+        h = hook(kind, s.many_retries if many else s.retries)
+        for k in s.regret_beams:
+            decoders[f"regret_{d}" if k == 1 else f"regret_{d}_beam{k}"] = (
+                None, regret_decoder(model_cfg, params, h, a) if k == 1 else
+                beam_regret_decoder(model_cfg, params, h, a, k))
     for v in detectors:
         decoders[f"observe_{v}"] = (None, regret_decoder(model_cfg, params,
                                                          hook("probe", 0, False), args[v]))

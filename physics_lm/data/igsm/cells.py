@@ -17,6 +17,13 @@ change which problems are drawn (`groups`, `pool`) are reset, so a cell's batch 
 the cell, the eval seed and the number of rows. So are the Part 2.2 training-data options (retry
 data, packing): a cell is one plain problem per row, its prompt the problem.
 
+Two diagnostic cells, not among the paper's and asked for by name, draw fresh problems from the
+*training* template bins: ``seen:op<=M`` and ``seen:op=M``. At CPU scale (small M) few solution
+templates exist and whole op-levels fall in one bin (custom M=4: every op=1 test problem asks about
+an abstract parameter of a childless item, every op=1 training problem about an instance one), so
+comparing a cell with its ``seen:`` twin separates "has not learned the skill" from "has not
+generalised beyond the training templates".
+
 A cell is a pure function of (eval seed, cell): `cell_key(seed, name)` folds a fixed hash of
 the cell's name into `PRNGKey(seed)`, so every model evaluated with the same seed sees the same
 problems, and two cells never share a key. The evaluator calls `cell.sample(cell_key(seed,
@@ -37,6 +44,7 @@ from physics_lm.data.batch import Batch
 from physics_lm.data.igsm.task import IGSMTask
 
 REASK = "reask"
+SEEN = "seen:"  # prefix of the cells drawn from the training template bins
 _ANY_LEN = 1 << 16  # a seq_len long enough to construct a cell before sizing it
 
 
@@ -46,8 +54,9 @@ def _sized(task: IGSMTask, seq_len: int) -> IGSMTask:
     return dataclasses.replace(task, seq_len=max(seq_len, task.min_seq_len))
 
 
-def eval_cells(task: IGSMTask) -> dict[str, IGSMTask]:
-    """The cells of a training task, by name, in the order of the module docstring."""
+def eval_cells(task: IGSMTask, seen: bool = False) -> dict[str, IGSMTask]:
+    """The cells of a training task, by name, in the order of the module docstring; with `seen`
+    also the two diagnostic cells of its training template bins."""
     top = task.resolved_max_op
     base = dataclasses.replace(task, split="test", op=None, reask=False, groups=1, pool=0,
                                seq_len=_ANY_LEN, retry="none", retry_rate=0.0, retry_mask="none",
@@ -56,6 +65,9 @@ def eval_cells(task: IGSMTask) -> dict[str, IGSMTask]:
     for k in base.ood_ops:
         cells[f"op={k}"] = dataclasses.replace(base, op=k)
     cells[REASK] = dataclasses.replace(base, op=base.ood_ops[0], reask=True)
+    if seen:
+        for name in (f"op<={top}", f"op={top}"):
+            cells[SEEN + name] = dataclasses.replace(cells[name], split=task.split)
     return {name: _sized(cell, task.seq_len) for name, cell in cells.items()}
 
 
@@ -74,7 +86,7 @@ def cell_batch(task: IGSMTask, seed: int, name: str, n: int,
                compiler_options: dict | None = None) -> Batch:
     """`n` problems of cell `name` of the training task `task` under eval seed `seed` (the
     compiled sampler is cached per cell and n)."""
-    cells = eval_cells(task)
+    cells = eval_cells(task, seen=True)
     if name not in cells:
         raise ValueError(f"cell: unknown name {name!r} (one of {', '.join(cells)})")
     options = tuple(sorted((compiler_options or {}).items()))
