@@ -83,6 +83,10 @@ def beam_regret(cfg: ModelConfig, params: Any, key: jax.Array, prompt_BxP: jax.A
     a DecodeResult (done = EOS emitted; logprob 0) whose aux holds `retries` and `flags`."""
     B, P = prompt_BxP.shape
     L = P + max_new
+    if cfg.pos == "absolute" and cfg.max_len < L + sentence_len:
+        raise ValueError(f"beam_regret: prompt buffer {P} + max_new {max_new} + one sentence "
+                         f"{sentence_len} exceeds model.max_len={cfg.max_len} (learned absolute "
+                         "positions: each round decodes after the whole committed buffer)")
     M = hook.max_sentences
     dot = get_vocab().word_to_id(".")
     stops = (eos_id, dot)
