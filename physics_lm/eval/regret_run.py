@@ -163,8 +163,8 @@ def _summary(rows: list[dict[str, Any]], in_dist: bool) -> dict[str, Any]:
 def _run(loaded: Any, s: IGSMRegretSettings) -> dict[str, Any]:
     exp = loaded.exp
     model_cfg, params = exp.model.cfg, loaded.host_params
-    cells = cells_lib.eval_cells(exp.task)
-    names = list(s.cells) or list(cells)
+    cells = cells_lib.eval_cells(exp.task, seen=True)  # `seen:` cells only when named
+    names = list(s.cells) or list(cells_lib.eval_cells(exp.task))
     unknown = [c for c in names if c not in cells]
     if unknown:
         raise ConfigError(f"regret.cells={list(s.cells)!r}: unknown {unknown}; known: "
