@@ -13,7 +13,6 @@ from helpers import sample_igsm
 
 from physics_lm.config import ModelConfig
 from physics_lm.data.igsm.task import IGSMTask
-from physics_lm.data.igsm.text.probe_labels import sentence_end_positions
 from physics_lm.data.igsm.text.vocab import get_vocab
 from physics_lm.eval import beam_regret as br
 from physics_lm.eval.beam import beam_search
@@ -94,19 +93,10 @@ def _scripted(script_BxL: jax.Array, tokens: jax.Array, length: jax.Array, stops
 def test_vp_rewinds_a_wrong_beam_sentence_and_keeps_the_resampled_right_one(monkeypatch, retries):
     """Scripted decoders: the beam writes sentence k of row 0 wrong (another parameter, judged
     wrong there), resampling writes it right; row 1 is always right."""
-    from test_regret import _wrong_case
+    from test_regret import _wrong_case, sampled_rows
 
     v = get_vocab()
-    batch = sample_igsm(IGSMTask("custom", max_op=6, max_edge=8, seq_len=448, split="all"), 32,
-                        seed=5)
-    rows = []
-    for b in range(32):
-        if batch.labels["valid"][b] != 1 or batch.labels["overflow"][b]:
-            continue
-        ids = batch.tokens[b, : int(batch.labels["ans_pos"][b])].tolist()
-        start, ends = sentence_end_positions(ids, v)
-        if len(ends) >= 3:
-            rows.append((ids, start, ends, batch.tokens[b, : int(batch.labels["length"][b])]))
+    rows = sampled_rows()
     wrong, define, k = _wrong_case([r[:3] for r in rows])
     right0 = next(full for ids, _, _, full in rows if ids[:define] == wrong[:define])
     right1 = rows[-1][3]

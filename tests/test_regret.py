@@ -28,9 +28,9 @@ from physics_lm.probing import heads
 TASK = IGSMTask("custom", max_op=6, max_edge=8, seq_len=448, split="all")
 
 
-@pytest.fixture(scope="module")
-def rows():
-    """Sampled rows as token lists with their sentence ends (>= 3 solution sentences)."""
+def sampled_rows() -> list[tuple[list[int], int, list[int], np.ndarray]]:
+    """Sampled rows with >= 3 solution sentences: (tokens up to the answer as a list, the
+    solution start, the sentence ends, the whole row through EOS)."""
     v = get_vocab()
     batch = sample_igsm(TASK, 32, seed=5)
     out = []
@@ -40,7 +40,14 @@ def rows():
         ids = batch.tokens[b, : int(batch.labels["ans_pos"][b])].tolist()
         start, ends = sentence_end_positions(ids, v)
         if len(ends) >= 3:
-            out.append((ids, start, ends))
+            out.append((ids, start, ends, batch.tokens[b, : int(batch.labels["length"][b])]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def rows():
+    """Sampled rows as token lists with their sentence ends (>= 3 solution sentences)."""
+    out = [r[:3] for r in sampled_rows()]
     assert len(out) >= 4
     return out
 

@@ -37,7 +37,14 @@ from physics_lm.data.igsm.gen.probe_names import name_len
 from physics_lm.data.igsm.text.vocab import get_vocab
 from physics_lm.eval.beam import beam_search
 from physics_lm.eval.decode import DecodeResult, generate
-from physics_lm.eval.regret import RegretHook, Sentence, find_sentence, perfect_ready, probe_ready
+from physics_lm.eval.regret import (
+    RegretHook,
+    Sentence,
+    find_sentence,
+    perfect_ready,
+    probe_ready,
+    record_verdicts,
+)
 from physics_lm.models.gpt2 import GPT2, init_cache
 
 
@@ -135,9 +142,7 @@ def beam_regret(cfg: ModelConfig, params: Any, key: jax.Array, prompt_BxP: jax.A
             ready = lambda: perfect_ready(tokens, new_len, s)
         ready_B = jax.lax.cond(jnp.any(s.ask), ready, lambda: jnp.ones((B,), bool))
         regret_B = s.ask & ~ready_B
-        slot_B = jnp.minimum(st.n_sent, M - 1)
-        flags = st.flags.at[rows, slot_B].set(
-            jnp.where(s.ask, regret_B.astype(jnp.int8), st.flags[rows, slot_B]))
+        flags = record_verdicts(st.flags, st.n_sent, s.ask, regret_B)
         n_sent = st.n_sent + s.ends
         retries, resample = st.retries, jnp.zeros((B,), bool)
         if hook.act:

@@ -151,6 +151,15 @@ def perfect_ready(tokens_BxL: jax.Array, length_B: jax.Array, s: Sentence) -> ja
     return ~(wrong & s.ask)
 
 
+def record_verdicts(flags_BxM: jax.Array, n_sent_B: jax.Array, ask_B: jax.Array,
+                    regret_B: jax.Array) -> jax.Array:
+    """flags with each asked row's verdict (1 regret, 0 kept) at its sentence index n_sent."""
+    rows = jnp.arange(flags_BxM.shape[0])
+    slot_B = jnp.minimum(n_sent_B, flags_BxM.shape[1] - 1)
+    return flags_BxM.at[rows, slot_B].set(
+        jnp.where(ask_B, regret_B.astype(jnp.int8), flags_BxM[rows, slot_B]))
+
+
 @dataclasses.dataclass(frozen=True)
 class RegretHook:
     """The hook (module docstring). `args`: {"temperature": base, and for kind="probe" the
@@ -205,10 +214,7 @@ class RegretHook:
             ready = lambda: perfect_ready(state.tokens, state.length, s)
         ready_B = jax.lax.cond(jnp.any(s.ask), ready, lambda: jnp.ones((B,), bool))
         regret_B = s.ask & ~ready_B
-        slot_B = jnp.minimum(aux["n_sent"], self.max_sentences - 1)
-        flags = aux["flags"].at[rows, slot_B].set(
-            jnp.where(s.ask, regret_B.astype(jnp.int8), aux["flags"][rows, slot_B]))
-        aux["flags"] = flags
+        aux["flags"] = record_verdicts(aux["flags"], aux["n_sent"], s.ask, regret_B)
         aux["n_sent"] = aux["n_sent"] + s.ends
         temperature = jnp.where(s.ends, aux["base_temp"], state.temperature)
         if self.act:
