@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
 from absl import logging
 
 from physics_lm import modes
 from physics_lm.config import ExperimentConfig
+from physics_lm.train.metrics import json_safe
 from physics_lm.train.setup import Experiment, fresh_params
 from physics_lm.train.trainer import load_trained
 
@@ -57,19 +57,6 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
         elif isinstance(v, int | float) and not isinstance(v, bool):
             out[f"{prefix}{k}"] = float(v)
     return out
-
-
-def json_safe(x: Any) -> Any:
-    """NaN/inf (e.g. an entropy over zero valid generations) -> null; numpy scalars -> Python."""
-    if isinstance(x, dict):
-        return {k: json_safe(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [json_safe(v) for v in x]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not np.isfinite(x):
-        return None
-    return x
 
 
 def write_outputs(doc: dict[str, Any], out_dir: Path, family: str) -> dict[str, str]:

@@ -109,6 +109,24 @@ def test_relaunch_after_a_crash_logs_each_step_once(tmp_path):
     assert _step_losses(tmp_path) == before  # the replay is bit-exact
 
 
+def test_undefined_metrics_are_logged_as_strict_json_null(tmp_path):
+    """A mean over no samples (e.g. repairs of zero valid completions) is NaN; jq and other
+    strict JSON readers reject a bare NaN, so metrics.jsonl holds null and TensorBoard skips it."""
+    from physics_lm.train.metrics import MetricsWriter
+
+    writer = MetricsWriter(tmp_path)
+    writer.write(5, {"eval/robustness/T1/repairs_mean": float("nan"), "loss": 0.5,
+                     "eval/x": float("inf")})
+    writer.close()
+
+    def refuse(name):
+        raise AssertionError(f"non-strict JSON constant {name}")
+
+    row = json.loads((tmp_path / "metrics.jsonl").read_text(), parse_constant=refuse)
+    assert row == {"step": 5, "eval/robustness/T1/repairs_mean": None, "loss": 0.5,
+                   "eval/x": None}
+
+
 def test_relaunch_with_different_config_is_refused(tmp_path):
     train_and_evaluate(_cfg(train={"num_steps": 2}), tmp_path)
     with pytest.raises(ValueError, match=r"different config.*optim.lr"):

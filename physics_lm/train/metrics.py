@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 from absl import logging
 
 from physics_lm.config import ModelConfig
@@ -71,6 +72,19 @@ def truncate_after(path: Path, step: int) -> int:
     return len(lines) - len(keep)
 
 
+def json_safe(x: Any) -> Any:
+    """NaN/inf (e.g. an entropy over zero valid generations) -> null; numpy scalars -> Python."""
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [json_safe(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    return x
+
+
 class MetricsWriter:
     """Appends JSON lines and TensorBoard scalars (only on process 0).
 
@@ -100,10 +114,11 @@ class MetricsWriter:
         if not self._active:
             return
         with self._path.open("a") as f:
-            f.write(json.dumps({"step": step, **scalars}) + "\n")
+            # strict JSON: an undefined metric (a mean over no samples) is null, not NaN
+            f.write(json.dumps(json_safe({"step": step, **scalars}), allow_nan=False) + "\n")
         if self._tb is not None:
             for k, v in scalars.items():
-                if isinstance(v, int | float):
+                if isinstance(v, int | float) and np.isfinite(v):
                     self._tb.add_scalar(k, v, step)
 
     def close(self) -> None:
