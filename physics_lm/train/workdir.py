@@ -62,10 +62,13 @@ def check_workdir_config(cfg: ExperimentConfig, workdir: Path, *, write: bool = 
         diff = {k: (old.get(k), v) for k, v in new.items() if k not in skip and old.get(k) != v}
         diff.update({k: (v, None) for k, v in old.items() if k not in new and k not in skip})
         if diff:
-            raise ConfigError(
-                f"workdir {workdir} holds a run with a different config (key: old -> new): "
-                f"{diff}; to extend or fork it, train in a new --workdir with "
-                f"--config.train.init_from={workdir} (README: Scaling up, extending a run)")
+            hint = (f"to extend or fork it, train in a new --workdir with "
+                    f"--config.train.init_from={workdir} (README: Scaling up, extending a run)"
+                    if write else
+                    f"an analysis mode needs the config the run was trained with: pass the "
+                    f"training flags again (the old values; the run's config is {path})")
+            raise ConfigError(f"workdir {workdir} holds a run with a different config "
+                              f"(key: old -> new): {diff}; {hint}")
     elif not write:
         raise ConfigError(f"workdir {workdir} has no config.json: nothing was trained there "
                           "(run mode=train first)")
