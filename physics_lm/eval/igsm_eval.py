@@ -43,7 +43,7 @@ from absl import logging
 from physics_lm.config import ConfigError, ModelConfig, check_dataset
 from physics_lm.data.igsm import cells as cells_lib
 from physics_lm.data.igsm.task import IGSMTask
-from physics_lm.data.igsm.text.judge import judge_problem
+from physics_lm.data.igsm.text.judge import judge_problem, split_steps
 from physics_lm.data.igsm.text.parser import ProblemParseError, parse_problem
 from physics_lm.data.igsm.text.vocab import get_vocab
 from physics_lm.eval.beam import beam_search
@@ -209,8 +209,10 @@ def _judged(cell: str, problem_text: str, prompt: str, generated: str, solution:
     except ProblemParseError as e:  # our own sampler's text: a generator bug, not the model's
         raise RuntimeError(f"cell {cell}: the sampler's problem does not parse: {e}") from e
     if solution is None or answer is None:
-        row.update(correct=False, shortest=False, n_unnecessary=0, n_back=0, n_ops=0,
-                   first_error=None, error_kind="truncated", reason="no answer within max_new")
+        # BACK sentences still count: a retry model that loops on them never reaches an answer
+        row.update(correct=False, shortest=False, n_unnecessary=0,
+                   n_back=split_steps(generated)[1], n_ops=0, first_error=None,
+                   error_kind="truncated", reason="no answer within max_new")
     else:
         row.update(judge_problem(problem, solution, answer).to_dict())
     row["unnecessary_ops"] = max(row["n_ops"] - problem.n_op, 0) if row["correct"] else None
