@@ -64,7 +64,6 @@ def test_oracle_decoder_is_judged_correct_in_every_cell(load_config, monkeypatch
     assert doc["cells"]["op=8"]["op_mean"] == 8.0
 
 
-
 def test_a_truncated_generation_counts_its_back_sentences(load_config):
     """A retry model that loops on "Define X as BACK." never answers; its BACKs are reported."""
     from physics_lm.data.igsm.text.vocab import get_vocab
@@ -82,6 +81,7 @@ def test_a_truncated_generation_counts_its_back_sentences(load_config):
     assert row["error_kind"] == "truncated" and not row["correct"]
     assert row["n_back"] == 3
     assert igsm_eval.summarize([row], True)["back_mean"] == 3.0
+
 
 def test_eval_mode_writes_generations_that_recount_to_the_summary(load_config, tmp_path,
                                                                   igsm_smoke_run):
