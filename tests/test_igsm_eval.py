@@ -64,20 +64,11 @@ def test_oracle_decoder_is_judged_correct_in_every_cell(load_config, monkeypatch
     assert doc["cells"]["op=8"]["op_mean"] == 8.0
 
 
-def test_a_truncated_generation_counts_its_back_sentences(load_config):
+def test_a_truncated_generation_counts_its_back_sentences(reference_records):
     """A retry model that loops on "Define X as BACK." never answers; its BACKs are reported."""
-    from physics_lm.data.igsm.text.vocab import get_vocab
-    from physics_lm.data.registry import build_task
-
-    task = build_task(_smoke(load_config).task)
-    batch = cells_lib.cell_batch(task, 0, "op<=3", 2)
-    tok, lab = jax.device_get((batch.tokens, batch.labels))
-    v = get_vocab()
-    prompt_ids = tok[0, : int(lab["sol_pos"][0]) + 1].tolist()
-    problem_text, _, _ = v.split_example(prompt_ids)
+    problem_text = reference_records("igsm/med_pq_public")[0]["problem"]
     loop = " Define A as BACK. Define B as BACK. Define A as BACK. Define B as"
-    row = igsm_eval._judged("op<=3", problem_text, v.decode(prompt_ids), loop, None, None,
-                            int(lab["op"][0]), False)
+    row = igsm_eval._judged("op<=3", problem_text, problem_text, loop, None, None, 3, False)
     assert row["error_kind"] == "truncated" and not row["correct"]
     assert row["n_back"] == 3
     assert igsm_eval.summarize([row], True)["back_mean"] == 3.0
