@@ -20,6 +20,7 @@ def get_config(family: str) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.mode = "train"
     c.seed = 0
+    c.tag = ""  # analysis modes: write to workdir/<mode>-<tag>/ (README: The workdir is the run)
     c.task = ml_collections.ConfigDict({"name": family})
     c.model = model(12, 12, 768, max_len=1024)
     c.optim = ml_collections.ConfigDict(dict(

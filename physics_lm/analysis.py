@@ -6,7 +6,9 @@ Each mode restores the run in `workdir` (`load_trained` checks that the config d
 finds the task family's handler (`physics_lm/modes.py`), runs it and writes what it returned:
 `workdir/<mode>/<family>.json` (NaN/inf as null: strict JSON), one
 `workdir/<mode>/<family>_<name>.jsonl` per entry of the doc's `"records"` (kept out of the JSON),
-and the handler's plots. The doc also gets `step` (the checkpoint) and `seconds`.
+and the handler's plots. The doc also gets `step` (the checkpoint) and `seconds`. With
+`--config.tag=T` the folder is `workdir/<mode>-T/`: a greedy and a sampled eval of one run sit
+side by side.
 """
 
 from __future__ import annotations
@@ -59,6 +61,11 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
     return out
 
 
+def output_dir(workdir: Path, cfg: ExperimentConfig) -> Path:
+    """Where an analysis mode writes: workdir/<mode>, or workdir/<mode>-<tag> when tagged."""
+    return Path(workdir) / (f"{cfg.mode}-{cfg.tag}" if cfg.tag else cfg.mode)
+
+
 def write_outputs(doc: dict[str, Any], out_dir: Path, family: str) -> dict[str, str]:
     """Writes `<family>.json` and one JSONL per records entry; returns {name: path}."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -91,7 +98,7 @@ def run_analysis(cfg: ExperimentConfig, workdir: str | Path) -> dict[str, Any]:
     doc["seconds"] = time.perf_counter() - t0
     out = {"step": float(step)}
     if jax.process_index() == 0:
-        out_dir = workdir / cfg.mode
+        out_dir = output_dir(workdir, cfg)
         paths = write_outputs(doc, out_dir, cfg.task.name)
         if handler.plots is not None:
             handler.plots(doc, out_dir)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -128,6 +129,9 @@ class TaskConfig:
 class ExperimentConfig:
     mode: str = "train"
     seed: int = 0
+    # An analysis mode writes to workdir/<mode>-<tag>/ instead of workdir/<mode>/, so a second
+    # eval (another decoder, another checkpoint) of the same run does not overwrite the first.
+    tag: str = ""
     task: TaskConfig = dataclasses.field(default_factory=TaskConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
@@ -335,6 +339,9 @@ def _analysis_sections(raw: Mapping[str, Any], family: str) -> dict[str, Any]:
     return out
 
 
+_TAG = re.compile(r"[A-Za-z0-9._-]*")
+
+
 def from_config_dict(cd: Any) -> ExperimentConfig:
     """Validates a ConfigDict (or dict), every section whatever the mode, and freezes it.
 
@@ -343,7 +350,7 @@ def from_config_dict(cd: Any) -> ExperimentConfig:
     from physics_lm import modes
 
     raw = _to_dict(cd)
-    known = {"mode", "seed", "task", *_SECTIONS, *modes.ANALYSIS_MODES}
+    known = {"mode", "seed", "tag", "task", *_SECTIONS, *modes.ANALYSIS_MODES}
     for key in raw:
         if key not in known:
             raise ConfigError(f"unknown config key {key}={raw[key]!r}; "
@@ -354,10 +361,15 @@ def from_config_dict(cd: Any) -> ExperimentConfig:
     _require(isinstance(seed, int) and seed >= 0, "seed", seed, "must be an int >= 0")
     sections = {name: build_section(name, cls, _to_dict(raw.get(name, {})))
                 for name, cls in _SECTIONS.items()}
+    tag = raw.get("tag", "")
+    _require(isinstance(tag, str) and _TAG.fullmatch(tag) is not None, "tag", tag,
+             "must be letters, digits, '.', '_' or '-' (it names the folder workdir/<mode>-<tag>)")
+    _require(not tag or mode in modes.ANALYSIS_MODES, "tag", tag,
+             f"names an analysis mode's output folder; mode={mode!r} writes none")
     task_raw = _to_dict(raw.get("task", {}))
     task = TaskConfig(name=task_raw.pop("name", "cfg"), kwargs=task_raw)
     _require(isinstance(task.name, str), "task.name", task.name, "must be a string")
-    cfg = ExperimentConfig(mode=mode, seed=seed, task=task, **sections,
+    cfg = ExperimentConfig(mode=mode, seed=seed, tag=tag, task=task, **sections,
                            **_analysis_sections(raw, task.name))
     _check_model(cfg.model)
     _check_train(cfg.train)

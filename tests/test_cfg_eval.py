@@ -120,6 +120,13 @@ def test_evaluate_and_sample_checkpoint_end_to_end(tmp_path):
     lines = [json.loads(x) for x in Path(out["path/step2_cut5_T1"]).read_text().splitlines()]
     assert len(lines) == 4 and all(x["prefix_len"] == 5 and len(x["tokens"]) >= 5 for x in lines)
     assert out["accuracy"] == np.mean([x["valid"] for x in lines])
+    # A tagged second run of a mode writes beside the first instead of over it.
+    untagged = Path(out["path/step2_cut5_T1"]).read_text()
+    tagged = run_analysis(_tiny_run(tmp_path, "sample", {"sample": {"n": 2, "prefix_len": 5},
+                                                         "tag": "n2"}), tmp_path)
+    assert tagged["path/step2_cut5_T1"].endswith("sample-n2/cfg_step2_cut5_T1.jsonl")
+    assert len(Path(tagged["path/step2_cut5_T1"]).read_text().splitlines()) == 2
+    assert Path(out["path/step2_cut5_T1"]).read_text() == untagged
 
 
 def test_analysis_sections_are_validated_at_load_whatever_the_mode(tmp_path):

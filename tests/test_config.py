@@ -49,6 +49,17 @@ def test_unknown_top_level_key():
         from_config_dict({**_base(), "learning_rate": 1.0})
 
 
+@pytest.mark.parametrize(("mode", "tag", "needle"), [
+    ("eval", "../x", "tag='../x': must be letters"),
+    ("eval", 3, "tag=3: must be letters"),
+    ("train", "greedy", "tag='greedy': names an analysis mode's output folder; mode='train'"),
+])
+def test_bad_tags_are_refused(mode, tag, needle):
+    with pytest.raises(ConfigError) as e:
+        from_config_dict({**_base(), "mode": mode, "tag": tag})
+    assert needle in str(e.value)
+
+
 def test_runtime_checks_need_task_and_devices():
     from physics_lm.train.setup import build_experiment
 

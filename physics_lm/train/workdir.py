@@ -18,12 +18,13 @@ import jax
 from physics_lm import modes
 from physics_lm.config import ConfigError, ExperimentConfig
 
-# Keys that may change between launches of the same run (they do not change the math). "extra"
+# Keys that may change between launches of the same run (they do not change the math; "tag" only
+# names an analysis output folder). "extra"
 # held the analysis sections in config.json files written before they were typed.
 RESUMABLE_KEYS = ("train.log_every", "train.eval_every", "train.eval_batches",
                   "train.checkpoint_every", "train.keep_checkpoints",
                   "train.peak_flops_per_device", "train.device_memory_bytes",
-                  "train.analysis_every", "mesh", *modes.ANALYSIS_MODES, "extra")
+                  "train.analysis_every", "mesh", "tag", *modes.ANALYSIS_MODES, "extra")
 FINISHED = "finished.json"
 
 
