@@ -15,6 +15,7 @@ from physics_lm.analysis import run_analysis
 from physics_lm.config import ConfigError, ModelConfig, build_section, from_config_dict
 from physics_lm.data.cfg import membership, nexttoken
 from physics_lm.data.cfg.grammar import load_grammar
+from physics_lm.data.cfg.parse import parse_spans
 from physics_lm.data.cfg.sampler import sample_strings
 from physics_lm.data.cfg.task import corrupt_tokens
 from physics_lm.eval.cfg_eval import EvalConfig, distribution_metrics, true_strings
@@ -43,6 +44,25 @@ def test_distribution_metrics_exact_on_a_uniform_model():
                            for row in nexttoken.next_token_probs(G, s)]) for s in strings])
     assert dist["kl"] == pytest.approx(kl, rel=1e-9)
     assert 0.2 < dist["entropy_true"] < 0.7 and dist["kl"] > 0.3
+    # Forbidden mass: uniform over the V ids, so a row loses 1 - (allowed tokens) / V.
+    forb = [1.0 - (nexttoken.next_token_probs(G, s) > 0).sum(-1) / G.vocab_size for s in strings]
+    assert dist["forbidden_mass_per_string"] == pytest.approx(np.mean([f.sum() for f in forb]))
+    assert dist["valid_prob_teacher_forced"] == pytest.approx(
+        np.mean([np.prod(1.0 - f) for f in forb]))
+    # Row groups from the parse: a node starting at r also starts every deeper level there, so
+    # level l owns |spans[l]| - |spans[l-1]| rows (level 1: minus the root's row 0).
+    spans = [parse_spans(G, s) for s in strings]
+    bb = dist["by_boundary"]
+    assert list(bb) == ["start", *(f"level{lv}" for lv in range(1, G.depth)), "terminal", "end"]
+    assert bb["start"]["rows"] == bb["end"]["rows"] == 3
+    assert bb["level1"]["rows"] == sum(len(sp[1]) - 1 for sp in spans)
+    for lv in range(2, G.depth):
+        assert bb[f"level{lv}"]["rows"] == sum(len(sp[lv]) - len(sp[lv - 1]) for sp in spans)
+    assert bb["terminal"]["rows"] == sum(len(s) - len(sp[G.depth - 1])
+                                         for s, sp in zip(strings, spans, strict=True))
+    assert sum(g["rows"] for g in bb.values()) == n_tok
+    assert bb["end"]["forbidden_mass"] == pytest.approx(1.0 - 1.0 / G.vocab_size)  # EOS only
+    assert sum(g["forbidden_share"] for g in bb.values()) == pytest.approx(1.0)
 
 
 def test_eval_config_rejects_unknown_and_mistyped_keys():

@@ -47,6 +47,17 @@ Metrics (`evaluate_cfg`'s dict; "T1" is temperature 1, "T0.1" 0.1):
     entropy of the true rows and of the model's softmax restricted to {EOS, terminals};
     kl_by_position[r] = mean KL of row r. Strings longer than the context are cut (rows depend
     on the prefix only, so the cut rows are exact).
+    Where the model errs (why accuracy can stay low at a small KL): forbidden mass = the model's
+    full-vocabulary probability of a token the grammar forbids there (BOS/PAD included), the
+    per-token risk of breaking the string. forbidden_mass_per_string = its sum over a string's
+    rows; valid_prob_teacher_forced = mean over strings of prod_r (1 - forbidden mass): the
+    chance a T = 1 sample never steps outside the grammar *if it stayed on a true prefix*, to
+    set beside the measured cut0 accuracy (a sample's own prefixes drift, so this is an
+    estimate, not the metric). by_boundary: the rows grouped by the parse of the true string
+    (data/cfg/parse.py): "start" (row 0), "level<l>" (the row's token opens a new level-l NT and
+    no shallower one: the choice is made by a level l-1 rule, the long-range structure for
+    small l), "terminal" (inside a leaf NT's rule), "end" (the EOS row); per group rows, mean
+    kl, mean forbidden_mass and its share of all forbidden mass.
   loss: model_nll_per_token = full-vocab cross entropy of the next token (terminals, then EOS)
     on the same strings as fed with BOS; true_nll_per_token = the Bayes-optimal loss there.
   robustness.T*: corrupted_acc = completions of a corrupted k-token prefix (each token flipped with
@@ -72,6 +83,7 @@ import numpy as np
 from physics_lm.config import ConfigError, ModelConfig, check_dataset
 from physics_lm.data.cfg import membership, nexttoken
 from physics_lm.data.cfg.grammar import Grammar
+from physics_lm.data.cfg.parse import parse_spans
 from physics_lm.data.cfg.repair import min_prefix_repairs
 from physics_lm.data.cfg.sampler import sample_strings
 from physics_lm.data.cfg.task import CFGTask, corrupt_tokens
@@ -238,6 +250,31 @@ def generation_metrics(model_cfg: ModelConfig, params: Any, grammar: Grammar,
     return out, [s for s, v in zip(strings, valid, strict=True) if v]
 
 
+def boundary_groups(grammar: Grammar) -> list[str]:
+    """Names of the row groups of `distribution.by_boundary`, by index (module docstring)."""
+    return ["start", *(f"level{lv}" for lv in range(1, grammar.depth)), "terminal", "end"]
+
+
+def row_boundaries(grammar: Grammar, tokens: list[int], k: int) -> np.ndarray | None:
+    """Group index (`boundary_groups`) of rows 0..k of a true string; None if it does not parse.
+
+    Row r predicts token r: it belongs to the shallowest level whose node starts at r.
+    """
+    spans = parse_spans(grammar, tokens)
+    if spans is None:
+        return None
+    depth = grammar.depth
+    group = np.full(k + 1, depth, np.int64)  # a token inside its leaf NT's rule
+    for level in range(depth - 1, 0, -1):  # shallower levels overwrite deeper ones
+        for _, start, _ in spans[level]:
+            if start <= k:
+                group[start] = level
+    group[0] = 0
+    if k == len(tokens):
+        group[k] = depth + 1
+    return group
+
+
 def distribution_metrics(model_cfg: ModelConfig, params: Any, grammar: Grammar,
                          strings: list[list[int]], ec: EvalConfig, max_total: int
                          ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -245,6 +282,10 @@ def distribution_metrics(model_cfg: ModelConfig, params: Any, grammar: Grammar,
     n_max = max_total - 1  # BOS + n tokens of input
     kl_s, h_true, h_model, nll_m, nll_t = [], [], [], [], []
     kl_sum, kl_cnt = np.zeros(n_max + 1), np.zeros(n_max + 1)
+    names = boundary_groups(grammar)
+    g_rows, g_kl, g_forb = (np.zeros(len(names)) for _ in range(3))
+    forb_per_string, valid_tf = [], []
+    cols = np.array([grammar.eos_id, *range(1, grammar.num_sym + 1)])
     for _, chunk, n in _batched(strings, min(ec.decode_batch, len(strings))):
         x = np.full((len(chunk), max_total), grammar.pad_id, np.int32)
         x[:, 0] = grammar.bos_id
@@ -266,13 +307,29 @@ def distribution_metrics(model_cfg: ModelConfig, params: Any, grammar: Grammar,
             z = logits[r, : k + 1]
             lse = np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1)) + z.max(-1)
             nll_m.extend(lse - z[np.arange(k + 1), target])
-            cols = np.where(target == grammar.eos_id, 0, target)
-            nll_t.extend(-np.log(p[np.arange(k + 1), cols]))
+            col = np.where(target == grammar.eos_id, 0, target)
+            nll_t.extend(-np.log(p[np.arange(k + 1), col]))
+            forb = 1.0 - (np.exp(z[:, cols] - lse[:, None]) * (p > 0)).sum(-1)
+            forb_per_string.append(float(forb.sum()))
+            valid_tf.append(float(np.prod(1.0 - forb)))
+            group = row_boundaries(grammar, s, k)
+            if group is not None:
+                np.add.at(g_rows, group, 1)
+                np.add.at(g_kl, group, row_kl)
+                np.add.at(g_forb, group, forb)
     seen = kl_cnt > 0
     dist = {"kl": float(np.mean(kl_s)), "entropy_true": float(np.mean(h_true)),
             "entropy_model": float(np.mean(h_model)), "n_strings": len(strings),
             "n_rows": int(kl_cnt.sum()),
-            "kl_by_position": (kl_sum[seen] / kl_cnt[seen]).tolist()}
+            "kl_by_position": (kl_sum[seen] / kl_cnt[seen]).tolist(),
+            "forbidden_mass_per_string": float(np.mean(forb_per_string)),
+            "valid_prob_teacher_forced": float(np.mean(valid_tf)),
+            "by_boundary": {
+                name: {"rows": int(g_rows[i]),
+                       "kl": float(g_kl[i] / g_rows[i]) if g_rows[i] else None,
+                       "forbidden_mass": float(g_forb[i] / g_rows[i]) if g_rows[i] else None,
+                       "forbidden_share": float(g_forb[i] / max(g_forb.sum(), 1e-300))}
+                for i, name in enumerate(names)}}
     loss = {"model_nll_per_token": float(np.mean(nll_m)),
             "true_nll_per_token": float(np.mean(nll_t)), "n_tokens": len(nll_m)}
     return dist, loss
