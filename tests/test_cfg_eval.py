@@ -133,6 +133,7 @@ def test_evaluate_and_sample_checkpoint_end_to_end(tmp_path):
     assert flat["distribution/kl"] == d["kl"] and "control/distribution/kl" in flat
     if importlib.util.find_spec("matplotlib"):
         assert (tmp_path / "eval" / "cfg_kl_by_position.png").stat().st_size > 0
+        assert (tmp_path / "eval" / "cfg_forbidden_by_level.png").stat().st_size > 0
 
     out = run_analysis(_tiny_run(tmp_path, "sample", {"sample": {"n": 4, "prefix_len": 5}}),
                        tmp_path)

@@ -9,7 +9,8 @@ from absl import logging
 
 
 def write_plots(result: dict[str, Any], out_dir: Path) -> list[str]:
-    """Writes accuracy bars and KL-by-position curves; returns the written paths ([] if none).
+    """Writes accuracy bars, KL-by-position curves and forbidden mass by NT level; returns the
+    written paths ([] if none).
 
     `result` is `evaluate_cfg`'s dict, optionally with a "control" entry of the same form.
     """
@@ -50,6 +51,17 @@ def write_plots(result: dict[str, Any], out_dir: Path) -> list[str]:
     ax.set_ylabel("KL(true || model)")
     ax.set_yscale("log")
     written.append(_save(plt, fig, ax, out_dir / "cfg_kl_by_position.png"))
+
+    # Where strings break: per-row forbidden mass by the NT level the row's token opens.
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    for i, (name, res) in enumerate(runs.items()):
+        groups = res["distribution"]["by_boundary"]
+        values = [g["forbidden_mass"] or 0.0 for g in groups.values()]
+        ax.bar([j + i * width for j in range(len(values))], values, width, label=name)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(groups))], list(groups))
+    ax.set_ylabel("P(forbidden token) per row")
+    ax.set_yscale("log")
+    written.append(_save(plt, fig, ax, out_dir / "cfg_forbidden_by_level.png"))
     return written
 
 
