@@ -26,8 +26,8 @@ def write_plots(result: dict[str, Any], out_dir: Path) -> list[str]:
     written = []
 
     fig, ax = plt.subplots(figsize=(8, 3.5))
-    width = 0.8 / len(runs)
-    for i, (name, res) in enumerate(runs.items()):
+    bars = {}
+    for name, res in runs.items():
         labels, values = [], []
         for setting, by_t in res["generation"].items():
             for t, m in by_t.items():
@@ -37,9 +37,8 @@ def write_plots(result: dict[str, Any], out_dir: Path) -> list[str]:
                      if isinstance(v, dict)}.items():
             labels += [f"corrupted {t}", f"clean {t}"]
             values += [m["corrupted_acc"], m["clean_acc"]]
-        ax.bar([j + i * width for j in range(len(values))], values, width, label=name)
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(labels))], labels, rotation=30,
-                  ha="right")
+        bars[name] = values
+    _grouped_bars(ax, bars, labels, rotation=30, ha="right")
     ax.set_ylim(0, 1)
     ax.set_ylabel("generation accuracy")
     written.append(_save(plt, fig, ax, out_dir / "cfg_accuracy.png"))
@@ -54,15 +53,21 @@ def write_plots(result: dict[str, Any], out_dir: Path) -> list[str]:
 
     # Where strings break: per-row forbidden mass by the NT level the row's token opens.
     fig, ax = plt.subplots(figsize=(8, 3.5))
-    for i, (name, res) in enumerate(runs.items()):
-        groups = res["distribution"]["by_boundary"]
-        values = [g["forbidden_mass"] or 0.0 for g in groups.values()]
-        ax.bar([j + i * width for j in range(len(values))], values, width, label=name)
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(groups))], list(groups))
+    groups = {name: res["distribution"]["by_boundary"] for name, res in runs.items()}
+    _grouped_bars(ax, {name: [g["forbidden_mass"] or 0.0 for g in by.values()]
+                       for name, by in groups.items()}, list(groups["model"]))
     ax.set_ylabel("P(forbidden token) per row")
     ax.set_yscale("log")
     written.append(_save(plt, fig, ax, out_dir / "cfg_forbidden_by_level.png"))
     return written
+
+
+def _grouped_bars(ax, values: dict[str, list[float]], labels: list[str], **tick_kw) -> None:
+    """One bar per (label, run), the runs side by side within each label."""
+    width = 0.8 / len(values)
+    for i, (name, vals) in enumerate(values.items()):
+        ax.bar([j + i * width for j in range(len(vals))], vals, width, label=name)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(labels))], labels, **tick_kw)
 
 
 def _save(plt, fig, ax, path: Path) -> str:
