@@ -20,6 +20,8 @@ from physics_lm.data.cfg.sampler import sample_strings
 from physics_lm.data.cfg.task import corrupt_tokens
 from physics_lm.eval.cfg_eval import EvalConfig, distribution_metrics, true_strings
 from physics_lm.models.gpt2 import GPT2
+from physics_lm.report import curves
+from physics_lm.report.runs import find_runs
 from physics_lm.train.trainer import train_and_evaluate
 
 G = load_grammar("cfg3b")
@@ -213,3 +215,8 @@ def test_periodic_analysis_logs_a_learning_curve(tmp_path):
     assert [s for s, _ in curve] == [1, 2] and all(kl > 0 for _, kl in curve)
     assert all("eval/generation/cut0/T1/accuracy" in r for r in rows if "eval/distribution/kl" in r)
     assert not any(k.startswith("eval/control") for r in rows for k in r)  # control skipped
+    # the report reads the same records back as a curve on the tokens axis
+    (run,) = find_runs(tmp_path)
+    pts = [p for p in curves.curve(run).points if p.kl is not None]
+    assert [(p.step, p.tokens, p.kl, p.n) for p in pts] == [(s, s * 8 * 64, kl, 4)
+                                                            for s, kl in curve]

@@ -9,7 +9,9 @@ from helpers import tiny_cfg_run
 
 from physics_lm.analysis import run_analysis
 from physics_lm.config import from_config_dict
+from physics_lm.report import curves
 from physics_lm.report.__main__ import main, write_report
+from physics_lm.report.runs import find_runs
 
 
 def _igsm_config(load_config, mode="train", **train):
@@ -85,3 +87,54 @@ def test_report_of_an_empty_root_is_all_gaps(tmp_path):
     out = write_report(tmp_path, tmp_path / "r" / "report.md")
     assert "0 runs" in out.read_text() and "_no runs with these results" in out.read_text()
     assert main(["--root", str(tmp_path / "nope")]) == 2
+
+
+def _cfg_run(work, metrics, checkpoints=(), **train):
+    """A cfg workdir: config.json (batch 8 x 64 tokens), metrics.jsonl lines, checkpoint dirs."""
+    cfg = json.loads(tiny_cfg_run().to_json())
+    cfg["train"].update(train)
+    _write(work / "config.json", cfg)
+    (work / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics)
+                                        + '{"step": 9, "eval_lo')  # a line being written
+    for step in checkpoints:
+        (work / "checkpoints" / str(step)).mkdir(parents=True)
+
+
+def _analysis(step, acc, kl, t="T1"):
+    return {"step": step, f"eval/generation/cut0/{t}/accuracy": acc,
+            f"eval/generation/cut0/{t}/n": 64.0, "eval/distribution/kl": kl}
+
+
+def test_learning_curves_follow_init_from_forks(tmp_path):
+    """A fork's tokens continue its source's (the latest checkpoint, or :STEP); the T = 1 accuracy
+    is preferred over other temperatures; a missing source is named, not an error."""
+    root, outside = tmp_path / "sweep", tmp_path / "elsewhere"
+    base = outside / "base"  # the source is not under the report's root
+    _cfg_run(base, [{"step": 5, "loss": 1.0}, {"step": 10, "eval_loss": 0.5},
+                    _analysis(10, 0.1, 0.02), _analysis(20, 0.3, 0.01)], checkpoints=(10, 20))
+    _cfg_run(root / "ext", [{"step": 10, "eval_loss": 0.45},
+                            {**_analysis(10, 0.9, 0.001, "T0.1"), **_analysis(10, 0.5, 0.005)}],
+             init_from=str(base))
+    _cfg_run(root / "ext_at10", [_analysis(10, 0.4, 0.008)], init_from=f"{base}:10")
+    _cfg_run(root / "ext_of_ext", [_analysis(10, 0.6, 0.004)], init_from=str(root / "ext"))
+    _cfg_run(root / "orphan", [_analysis(10, 0.2, 0.03)], init_from=str(tmp_path / "gone"))
+    per_step = 8 * 64
+    by = {r.name: curves.curve(r) for r in find_runs(root)}
+    ext = by["ext"]
+    assert [(p.step, p.tokens, p.eval_loss, p.cut0, p.kl, p.n) for p in ext.points] == [
+        (10, 30 * per_step, 0.45, 0.5, 0.005, 64)]
+    assert [(n, [p.step for p in pts]) for n, pts in ext.sources] == [("base", [10, 20])]
+    assert by["ext_at10"].points[0].tokens == 20 * per_step
+    chain = by["ext_of_ext"]  # ext has no checkpoints yet: its step is unknown
+    assert not chain.chain_found and chain.points[0].tokens == 10 * per_step
+    assert not by["orphan"].chain_found
+    (root / "ext" / "checkpoints" / "10").mkdir(parents=True)
+    chain = curves.curve(next(r for r in find_runs(root) if r.name == "ext_of_ext"))
+    assert chain.chain_found and chain.points[0].tokens == (20 + 10 + 10) * per_step
+    assert [n for n, _ in chain.sources] == ["base", "ext"]
+
+    out = write_report(root)
+    text = out.read_text()
+    assert f"| ext (from base) | 10 | {30 * per_step / 1e6:.1f} | 0.450 | 0.0050 | 0.500 |" in text
+    assert f"orphan (from {tmp_path / 'gone'}: not found, tokens from the fork)" in text
+    assert (root / "report_learning_curve.png").stat().st_size > 0

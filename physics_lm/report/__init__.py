@@ -8,6 +8,7 @@ reported while it is still running.
 
   runs.py      finding runs and reading their JSON (`Run`)
   tables.py    the Markdown tables, one function per paper table
+  curves.py    Part 1 learning curves from metrics.jsonl, along `train.init_from` forks
   figures.py   the PNG figures (matplotlib, Agg)
   __main__.py  the command line
 
@@ -17,5 +18,7 @@ lora_ranks}; eval/cfg.json generation.cut0.T*.accuracy, distribution.kl, control
 probe/cfg.json results.<kind>.<last layer>.level<l>.ancestor.{trained, control}.acc_boundary;
 eval/igsm.json cells.<cell>.{accuracy, back_mean}, eval_config.{decoder, beam};
 probe/igsm.json results.<task>.id.{trained, control}.acc; regret/igsm.json (mode=regret)
-table.<row>.<cell>.accuracy with rows beam<k> / regret_<detector>.
+table.<row>.<cell>.accuracy with rows beam<k> / regret_<detector>; metrics.jsonl's eval_loss,
+eval/distribution/kl and eval/generation/cut{0,50}/T*/{accuracy, n} (periodic evals), with
+train.{batch_size, init_from} and task.seq_len for the tokens axis.
 """

@@ -19,7 +19,8 @@ def write_report(root: Path, out: Path | None = None) -> Path:
     runs = find_runs(root)
     figs = {name: fn(runs, out.parent / f"{out.stem}_{name}.png")
             for name, fn in (("igsm_cells", figures.igsm_cells),
-                             ("retry_rate", figures.retry_rate))}
+                             ("retry_rate", figures.retry_rate),
+                             ("learning_curve", figures.learning_curve))}
     img = lambda name: f"\n![{name}]({out.stem}_{name}.png)\n" if figs[name] else ""
     sections = [
         f"# Report: {root}\n\n{len(runs)} runs. Gaps (—) are results not (yet) written.\n",
@@ -27,6 +28,8 @@ def write_report(root: Path, out: Path | None = None) -> Path:
         tables.part1_generation(runs),
         "## Part 1: NT-ancestor probe accuracy at NT ends per level (ctl = random init)\n",
         tables.part1_probe(runs),
+        "## Part 1: learning curves (periodic evals, `train.analysis_every`)\n",
+        tables.part1_learning_curve(runs), img("learning_curve"),
         "## Part 2.1: accuracy per cell per model\n", tables.part21_cells(runs),
         img("igsm_cells"),
         "## Part 2.1: depth vs width (accuracy)\n", tables.part21_depth_width(runs),

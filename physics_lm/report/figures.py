@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from physics_lm.report import tables
+from physics_lm.report import curves, tables
 from physics_lm.report.runs import Run
 
 
@@ -56,6 +56,39 @@ def retry_rate(runs: list[Run], path: Path) -> bool:
     ax.set(xlabel="retry rate", ylabel="accuracy (mean over cells)", ylim=(-0.02, 1.02),
            title="Part 2.2: accuracy vs retry rate")
     ax.legend(fontsize=6)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def learning_curve(runs: list[Run], path: Path) -> bool:
+    """Part 1: accuracy from BOS (T = 1) and KL against tokens seen, one line per cfg run. A
+    fork's line starts at its source's last point before the fork; a source outside the root
+    is drawn dashed grey."""
+    mine = [c for r in runs if r.family == "cfg" and (c := curves.curve(r)) is not None]
+    mine = [c for c in mine if any(p.cut0 is not None or p.kl is not None for p in c.points)]
+    if not mine:
+        return False
+    inside = {r.path.name for r in runs if r.path is not None}
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), layout="constrained")
+    for ax, key in zip(axes, ("cut0", "kl"), strict=True):
+        xy = lambda pts, key=key: [(p.tokens / 1e6, getattr(p, key)) for p in pts
+                                   if getattr(p, key) is not None]
+        outside: dict[str, list] = {}
+        for c in mine:
+            before = [q for _, pts in c.sources[-1:] for q in xy(pts)]
+            outside.update({n: xy(pts) for n, pts in c.sources if n not in inside})
+            if own := before[-1:] + xy(c.points):
+                ax.plot(*zip(*own, strict=True), marker="o", label=c.run.name)
+        for pts in outside.values():
+            if pts:
+                ax.plot(*zip(*pts, strict=True), ls="--", color="grey", marker=".")
+    axes[0].set(xscale="log", xlabel="tokens seen (M)", ylabel="accuracy cut0 (T = 1)",
+                ylim=(-0.02, 1.02), title="Part 1: generation accuracy")
+    axes[1].set(xscale="log", yscale="log", xlabel="tokens seen (M)",
+                ylabel="KL(true || model)", title="Part 1: KL per token")
+    axes[0].legend(fontsize=6)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True

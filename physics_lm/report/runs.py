@@ -17,6 +17,7 @@ class Run:
     name: str
     config: dict[str, Any]
     docs: dict[str, dict[str, dict[str, Any]]]  # mode folder -> stem -> doc
+    path: Path | None = None  # the workdir (metrics.jsonl, checkpoints/)
 
     def cfg(self, *path: str) -> Any:
         return get(self.config, *path)
@@ -69,5 +70,5 @@ def find_runs(root: Path) -> list[Run]:
                        if (d := _read(p)) is not None}
                 for mode in ("eval", "probe", "regret")}
         name = str(work.relative_to(root)) if work != Path(root) else work.name
-        runs.append(Run(name, config, docs))
+        runs.append(Run(name, config, docs, work.absolute()))
     return runs

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from physics_lm.report import curves
 from physics_lm.report.runs import GAP, Run, get
 
 IGSM_PROBE_TASKS = ("nece", "dep", "known", "value", "can_next", "nece_next")
@@ -80,6 +82,23 @@ def part1_probe(runs: list[Run]) -> str:
     return markdown(["run", "grammar", "pos", "probe", *cols],
                     [[r.name, r.task("grammar", GAP), r.cfg("model", "pos") or GAP, kind or GAP,
                       *(per.get(c, GAP) for c in cols)] for r, kind, per in rows])
+
+
+def part1_learning_curve(runs: list[Run]) -> str:
+    """Held-out loss, KL and accuracy against tokens seen, from each cfg run's periodic evals
+    (`train.analysis_every`); a fork (`train.init_from`) counts tokens from its source's."""
+    rows = []
+    for r in runs:
+        c = curves.curve(r) if r.family == "cfg" else None
+        if c is None:
+            continue
+        src = r.cfg("train", "init_from")
+        name = r.name if not src else (f"{r.name} (from {Path(src).name})" if c.chain_found else
+                                       f"{r.name} (from {src}: not found, tokens from the fork)")
+        rows += [[name, p.step, f"{p.tokens / 1e6:.1f}", fmt(p.eval_loss), fmt(p.kl, 4),
+                  fmt(p.cut0), fmt(p.cut50), GAP if p.n is None else p.n] for p in c.points]
+    return markdown(["run", "step", "tokens (M)", "held-out loss", "KL", "acc cut0",
+                     "acc cut50", "n"], rows)
 
 
 # -- Part 2 -------------------------------------------------------------------------------------
