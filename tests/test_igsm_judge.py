@@ -398,6 +398,10 @@ def test_cli_judge_and_tokenize(tmp_path, pq, capsys):
     assert got[1]["reason"].startswith("unparseable") and got[1]["first_error"] == 0
     keys = {"correct", "shortest", "n_unnecessary", "n_back", "first_error", "reason"}
     assert keys <= set(got[0])
+    again = tmp_path / "again.jsonl"  # judging verdicts again replaces them (keys not repeated)
+    assert main(["judge", "--in", str(out), "--out", str(again)]) == 0
+    assert [json.loads(line) for line in again.read_text().splitlines()] == got
+    assert all(line.count('"correct": ') == 1 for line in again.read_text().splitlines())
     tok = tmp_path / "tok.jsonl"
     assert main(["tokenize", "--in", str(src), "--out", str(tok)]) == 0
     got = [json.loads(line) for line in tok.read_text().splitlines()]
