@@ -3,8 +3,9 @@
 A cfg run trained with `train.analysis_every=N` logs, every N steps, the eval's scalars to
 metrics.jsonl as `eval/<path>` (generation accuracy per prefix cut and temperature, KL) and,
 every `train.eval_every` steps, `eval_loss` (held-out loss). This module reads them back as
-points on a tokens axis: tokens per step = `train.batch_size` × `task.seq_len` (cfg rows are
-packed, so every slot is a training token).
+points on a tokens axis: tokens per step = `train.batch_size` × `task.seq_len`, the token slots
+a step trains on (with the default `packing="pack"` every slot is a training token; with
+`"single"` the padding is counted too).
 
 A run started with `train.init_from=SOURCE[:STEP]` continues its source's curve: its tokens are
 counted from the source's (STEP, or else the source's latest checkpoint, the one a fresh fork
