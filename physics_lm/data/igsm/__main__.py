@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "judge": "physics_lm.data.igsm.judge_cli",
     "labels": "physics_lm.data.igsm.labels_cli",
     "sample": "physics_lm.data.igsm.sample_cli",
+    "templates": "physics_lm.data.igsm.templates_cli",
     "tokenize": "physics_lm.data.igsm.tokenize_cli",
 }
 
