@@ -13,6 +13,7 @@ import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 POSITION_SCHEMES = ("absolute", "rotary", "relative", "position_only", "uniform")
@@ -172,6 +173,12 @@ def parse_config_arg(arg: str | None) -> dict[str, str]:
         k, _, v = part.partition("=")
         out[k] = v or "1"
     return out
+
+
+def parse_init_from(spec: str) -> tuple[Path, int | None]:
+    """`train.init_from`'s "WORKDIR[:STEP]" -> (workdir, step or None for the latest)."""
+    path, sep, step = spec.rpartition(":")
+    return (Path(path), int(step)) if sep and step.isdigit() else (Path(spec), None)
 
 
 def _to_dict(cd: Any) -> dict:

@@ -5,8 +5,8 @@ import jax
 import numpy as np
 import pytest
 
-from physics_lm.config import ConfigError, from_config_dict
-from physics_lm.train.init_from import parse_spec, start_from
+from physics_lm.config import ConfigError, from_config_dict, parse_init_from
+from physics_lm.train.init_from import start_from
 from physics_lm.train.setup import build_experiment, fresh_state
 from physics_lm.train.trainer import load_trained, train_and_evaluate
 
@@ -22,9 +22,9 @@ def _cfg(**overrides):
     return from_config_dict(c)
 
 
-def test_parse_spec():
-    assert parse_spec("/runs/a") == (__import__("pathlib").Path("/runs/a"), None)
-    assert parse_spec("/runs/a:200") == (__import__("pathlib").Path("/runs/a"), 200)
+def test_parse_init_from():
+    assert parse_init_from("/runs/a") == (__import__("pathlib").Path("/runs/a"), None)
+    assert parse_init_from("/runs/a:200") == (__import__("pathlib").Path("/runs/a"), 200)
 
 
 def test_new_run_starts_from_the_source_params(tmp_path):

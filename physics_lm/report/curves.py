@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from physics_lm.config import parse_init_from
 from physics_lm.report.runs import Run
 
 PREFIX = "eval/"
@@ -86,12 +87,6 @@ def points(records: list[dict[str, Any]], per_step: int, offset: int = 0) -> lis
     return [Point(step=s, tokens=offset + s * per_step, **v) for s, v in sorted(by_step.items())]
 
 
-def _spec(init_from: str) -> tuple[Path, int | None]:
-    """"WORKDIR[:STEP]" as train.init_from reads it (train/init_from.parse_spec, without jax)."""
-    path, sep, step = init_from.rpartition(":")
-    return (Path(path), int(step)) if sep and step.isdigit() else (Path(init_from), None)
-
-
 def _latest_checkpoint(workdir: Path) -> int | None:
     steps = [int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit()]
     return max(steps) if steps else None
@@ -112,7 +107,7 @@ def _start(run: Run, depth: int = 0) -> tuple[int, list[tuple[str, list[Point]]]
     init_from = run.cfg("train", "init_from")
     if not isinstance(init_from, str) or not init_from:
         return 0, [], True
-    src_dir, step = _spec(init_from)
+    src_dir, step = parse_init_from(init_from)
     try:
         src = Run(src_dir.name, json.loads((src_dir / "config.json").read_text()), {}, src_dir)
     except (OSError, ValueError):

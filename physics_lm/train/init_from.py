@@ -12,22 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
-from physics_lm.config import ConfigError
+from physics_lm.config import ConfigError, parse_init_from
 from physics_lm.train.setup import Experiment
 from physics_lm.train.steps import TrainState
-
-
-def parse_spec(spec: str) -> tuple[Path, int | None]:
-    """"WORKDIR[:STEP]" -> (workdir, step or None for the latest)."""
-    path, sep, step = spec.rpartition(":")
-    return (Path(path), int(step)) if sep and step.isdigit() else (Path(spec), None)
 
 
 def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
@@ -44,7 +37,7 @@ def start_from(exp: Experiment, state: TrainState, spec: str) -> TrainState:
 
 def load_params(exp: Experiment, spec: str) -> tuple[Any, int]:
     """(the source run's params in this run's model shardings, its step); arch checked."""
-    workdir, step = parse_spec(spec)
+    workdir, step = parse_init_from(spec)
     where = f"train.init_from={spec!r}"
     directory = workdir.absolute() / "checkpoints"
     if not directory.is_dir():

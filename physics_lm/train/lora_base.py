@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from physics_lm.config import ConfigError
+from physics_lm.config import ConfigError, parse_init_from
 from physics_lm.models import lora
 from physics_lm.train import init_from
 from physics_lm.train.setup import Experiment
@@ -38,7 +38,7 @@ def load(exp: Experiment, workdir: Path, *, first_launch: bool) -> Any:
     path = workdir / POINTER
     if first_launch:
         base, step = init_from.load_params(exp, exp.cfg.train.init_from)
-        source = init_from.parse_spec(exp.cfg.train.init_from)[0].absolute()
+        source = parse_init_from(exp.cfg.train.init_from)[0].absolute()
         doc = {"workdir": str(source), "step": step, "fingerprint": fingerprint(base),
                "num_params": sum(math.prod(x.shape) for x in jax.tree.leaves(base))}
         if jax.process_index() == 0:
