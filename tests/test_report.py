@@ -138,3 +138,27 @@ def test_learning_curves_follow_init_from_forks(tmp_path):
     assert f"| ext (from base) | 10 | {30 * per_step / 1e6:.1f} | 0.450 | 0.0050 | 0.500 |" in text
     assert f"orphan (from {tmp_path / 'gone'}: not found, tokens from the fork)" in text
     assert (root / "report_learning_curve.png").stat().st_size > 0
+
+
+def test_igsm_learning_curve_per_cell(tmp_path, load_config):
+    """Accuracy per eval cell and held-out loss against tokens, one column per cell (its n in
+    the header); a cell a point did not measure is a gap."""
+    work = tmp_path / "sweep" / "tiny"
+    c = load_config("igsm", "smoke")
+    _write(work / "config.json", json.loads(c.to_json()))
+    per_step = c.train.batch_size * c.task.seq_len
+    cell = lambda name, acc, n=32: {f"eval/cells/{name}/accuracy": acc,
+                                    f"eval/cells/{name}/n": float(n),
+                                    f"eval/cells/{name}/error_kinds/wrong_value": 3.0}
+    (work / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in [
+        {"step": 5, "loss": 2.0}, {"step": 10, "eval_loss": 0.9},
+        {"step": 10, **cell("op<=3", 0.0), **cell("seen:op<=3", 0.25)},
+        {"step": 20, **cell("seen:op<=3", 0.5)}]))
+    (pts,) = [curves.curve(r).points for r in find_runs(tmp_path / "sweep")]
+    assert [(p.step, p.tokens, p.eval_loss, p.cells) for p in pts] == [
+        (10, 10 * per_step, 0.9, {"op<=3": (0.0, 32), "seen:op<=3": (0.25, 32)}),
+        (20, 20 * per_step, None, {"seen:op<=3": (0.5, 32)})]
+    text = write_report(tmp_path / "sweep").read_text()
+    assert "| run | step | tokens (M) | held-out loss | op<=3 (n=32) | seen:op<=3 (n=32) |" in text
+    assert f"| tiny | 20 | {20 * per_step / 1e6:.1f} | — | — | 0.500 |" in text
+    assert (tmp_path / "sweep" / "report_igsm_learning_curve.png").stat().st_size > 0

@@ -20,7 +20,8 @@ def write_report(root: Path, out: Path | None = None) -> Path:
     figs = {name: fn(runs, out.parent / f"{out.stem}_{name}.png")
             for name, fn in (("igsm_cells", figures.igsm_cells),
                              ("retry_rate", figures.retry_rate),
-                             ("learning_curve", figures.learning_curve))}
+                             ("learning_curve", figures.learning_curve),
+                             ("igsm_learning_curve", figures.igsm_learning_curve))}
     img = lambda name: f"\n![{name}]({out.stem}_{name}.png)\n" if figs[name] else ""
     sections = [
         f"# Report: {root}\n\n{len(runs)} runs. Gaps (—) are results not (yet) written.\n",
@@ -32,6 +33,8 @@ def write_report(root: Path, out: Path | None = None) -> Path:
         tables.part1_learning_curve(runs), img("learning_curve"),
         "## Part 2.1: accuracy per cell per model\n", tables.part21_cells(runs),
         img("igsm_cells"),
+        "## Part 2.1: learning curves (periodic evals, `train.analysis_every`)\n",
+        tables.part21_learning_curve(runs), img("igsm_learning_curve"),
         "## Part 2.1: depth vs width (accuracy)\n", tables.part21_depth_width(runs),
         "## Part 2.1: V-probe accuracy per task (id split; ctl = random init)\n",
         tables.part21_probe(runs),

@@ -1,8 +1,9 @@
-"""Part 1 learning curves (accuracy and KL against tokens seen) from the trainer's own records.
+"""Learning curves (accuracy, KL, held-out loss against tokens seen) from the trainer's records.
 
-A cfg run trained with `train.analysis_every=N` logs, every N steps, the eval's scalars to
-metrics.jsonl as `eval/<path>` (generation accuracy per prefix cut and temperature, KL) and,
-every `train.eval_every` steps, `eval_loss` (held-out loss). This module reads them back as
+A run trained with `train.analysis_every=N` logs, every N steps, the eval's scalars to
+metrics.jsonl as `eval/<path>` (cfg: generation accuracy per prefix cut and temperature, KL;
+iGSM: accuracy per eval cell) and, every `train.eval_every` steps, `eval_loss` (held-out loss;
+for iGSM on the test template bins). This module reads them back as
 points on a tokens axis: tokens per step = `train.batch_size` × `task.seq_len`, the token slots
 a step trains on (with the default `packing="pack"` every slot is a training token; with
 `"single"` the padding is counted too).
@@ -37,6 +38,8 @@ class Point:
     cut0: float | None = None  # generation accuracy from BOS (T = 1 where measured)
     cut50: float | None = None
     n: int | None = None  # generations per accuracy
+    cells: dict[str, tuple[float, int | None]] = dataclasses.field(default_factory=dict)
+    # iGSM: eval cell -> (accuracy, problems)
 
 
 def read_metrics(workdir: Path) -> list[dict[str, Any]]:
@@ -82,6 +85,15 @@ def points(records: list[dict[str, Any]], per_step: int, offset: int = 0) -> lis
                 got[cut] = float(rec[key])
                 n = rec.get(key.removesuffix("accuracy") + "n")
                 got["n"] = int(n) if isinstance(n, int | float) else None
+        cells = {}
+        for key, acc in rec.items():
+            if (key.startswith(f"{PREFIX}cells/") and key.endswith("/accuracy")
+                    and isinstance(acc, int | float)):
+                cell = key[len(PREFIX) + 6:-len("/accuracy")]
+                n = rec.get(f"{PREFIX}cells/{cell}/n")
+                cells[cell] = (float(acc), int(n) if isinstance(n, int | float) else None)
+        if cells:
+            got["cells"] = cells
         if got:
             by_step.setdefault(step, {}).update(got)
     return [Point(step=s, tokens=offset + s * per_step, **v) for s, v in sorted(by_step.items())]

@@ -92,3 +92,25 @@ def learning_curve(runs: list[Run], path: Path) -> bool:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def igsm_learning_curve(runs: list[Run], path: Path) -> bool:
+    """Part 2.1: accuracy per eval cell against tokens seen, one panel per cell, one line per
+    iGSM run (its periodic evals; a fork's tokens continue its source's)."""
+    mine = [c for r in runs if r.family == "igsm" and (c := curves.curve(r)) is not None]
+    cells = list(dict.fromkeys(k for c in mine for p in c.points for k in p.cells))
+    if not cells:
+        return False
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(cells), figsize=(0.5 + 3.6 * len(cells), 3.2),
+                             layout="constrained", squeeze=False)
+    for ax, cell in zip(axes[0], cells, strict=True):
+        for c in mine:
+            pts = [(p.tokens / 1e6, p.cells[cell][0]) for p in c.points if cell in p.cells]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", label=c.run.name)
+        ax.set(xlabel="tokens seen (M)", ylabel="accuracy", ylim=(-0.02, 1.02), title=cell)
+    axes[0][0].legend(fontsize=6)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

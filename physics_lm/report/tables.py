@@ -88,17 +88,41 @@ def part1_learning_curve(runs: list[Run]) -> str:
     """Held-out loss, KL and accuracy against tokens seen, from each cfg run's periodic evals
     (`train.analysis_every`); a fork (`train.init_from`) counts tokens from its source's."""
     rows = []
-    for r in runs:
-        c = curves.curve(r) if r.family == "cfg" else None
-        if c is None:
-            continue
-        src = r.cfg("train", "init_from")
-        name = r.name if not src else (f"{r.name} (from {Path(src).name})" if c.chain_found else
-                                       f"{r.name} (from {src}: not found, tokens from the fork)")
-        rows += [[name, p.step, f"{p.tokens / 1e6:.1f}", fmt(p.eval_loss), fmt(p.kl, 4),
-                  fmt(p.cut0), fmt(p.cut50), GAP if p.n is None else p.n] for p in c.points]
+    for c in _curves(runs, "cfg"):
+        rows += [[_curve_name(c), p.step, f"{p.tokens / 1e6:.1f}", fmt(p.eval_loss),
+                  fmt(p.kl, 4), fmt(p.cut0), fmt(p.cut50), GAP if p.n is None else p.n]
+                 for p in c.points]
     return markdown(["run", "step", "tokens (M)", "held-out loss", "KL", "acc cut0",
                      "acc cut50", "n"], rows)
+
+
+def _curves(runs: list[Run], family: str) -> list[curves.Curve]:
+    return [c for r in runs if r.family == family and (c := curves.curve(r)) is not None]
+
+
+def _curve_name(c: curves.Curve) -> str:
+    """The run's name; a fork says where its tokens axis starts."""
+    src = c.run.cfg("train", "init_from")
+    if not src:
+        return c.run.name
+    return (f"{c.run.name} (from {Path(src).name})" if c.chain_found else
+            f"{c.run.name} (from {src}: not found, tokens from the fork)")
+
+
+def part21_learning_curve(runs: list[Run]) -> str:
+    """Held-out loss and accuracy per eval cell against tokens seen, from each iGSM run's
+    periodic evals (`train.analysis_every`); each cell's header names its problems per point."""
+    mine = _curves(runs, "igsm")
+    cells: dict[str, int | None] = {}
+    for c in mine:
+        for p in c.points:
+            for cell, (_, n) in p.cells.items():
+                cells.setdefault(cell, n)
+    rows = [[_curve_name(c), p.step, f"{p.tokens / 1e6:.1f}", fmt(p.eval_loss),
+             *(fmt(p.cells[k][0]) if k in p.cells else GAP for k in cells)]
+            for c in mine for p in c.points]
+    return markdown(["run", "step", "tokens (M)", "held-out loss",
+                     *(k if n is None else f"{k} (n={n})" for k, n in cells.items())], rows)
 
 
 # -- Part 2 -------------------------------------------------------------------------------------
