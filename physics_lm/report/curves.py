@@ -25,6 +25,7 @@ from physics_lm.config import parse_init_from
 from physics_lm.report.runs import Run
 
 PREFIX = "eval/"
+CELLS = f"{PREFIX}cells/"  # iGSM: eval/cells/<cell>/accuracy, .../n
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,8 +39,8 @@ class Point:
     cut0: float | None = None  # generation accuracy from BOS (T = 1 where measured)
     cut50: float | None = None
     n: int | None = None  # generations per accuracy
-    cells: dict[str, tuple[float, int | None]] = dataclasses.field(default_factory=dict)
     # iGSM: eval cell -> (accuracy, problems)
+    cells: dict[str, tuple[float, int | None]] = dataclasses.field(default_factory=dict)
 
 
 def read_metrics(workdir: Path) -> list[dict[str, Any]]:
@@ -87,10 +88,10 @@ def points(records: list[dict[str, Any]], per_step: int, offset: int = 0) -> lis
                 got["n"] = int(n) if isinstance(n, int | float) else None
         cells = {}
         for key, acc in rec.items():
-            if (key.startswith(f"{PREFIX}cells/") and key.endswith("/accuracy")
-                    and isinstance(acc, int | float)):
-                cell = key[len(PREFIX) + 6:-len("/accuracy")]
-                n = rec.get(f"{PREFIX}cells/{cell}/n")
+            if key.startswith(CELLS) and key.endswith("/accuracy") and isinstance(acc,
+                                                                                int | float):
+                cell = key.removeprefix(CELLS).removesuffix("/accuracy")
+                n = rec.get(f"{CELLS}{cell}/n")
                 cells[cell] = (float(acc), int(n) if isinstance(n, int | float) else None)
         if cells:
             got["cells"] = cells

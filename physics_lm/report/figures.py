@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from physics_lm.report import curves, tables
+from physics_lm.report import tables
 from physics_lm.report.runs import Run
 
 
@@ -65,8 +65,8 @@ def learning_curve(runs: list[Run], path: Path) -> bool:
     """Part 1: accuracy from BOS (T = 1) and KL against tokens seen, one line per cfg run. A
     fork's line starts at its source's last point before the fork; a source outside the root
     is drawn dashed grey."""
-    mine = [c for r in runs if r.family == "cfg" and (c := curves.curve(r)) is not None]
-    mine = [c for c in mine if any(p.cut0 is not None or p.kl is not None for p in c.points)]
+    mine = [c for c in tables.curves_of(runs, "cfg")
+            if any(p.cut0 is not None or p.kl is not None for p in c.points)]
     if not mine:
         return False
     inside = {r.path.name for r in runs if r.path is not None}
@@ -97,7 +97,7 @@ def learning_curve(runs: list[Run], path: Path) -> bool:
 def igsm_learning_curve(runs: list[Run], path: Path) -> bool:
     """Part 2.1: accuracy per eval cell against tokens seen, one panel per cell, one line per
     iGSM run (its periodic evals; a fork's tokens continue its source's)."""
-    mine = [c for r in runs if r.family == "igsm" and (c := curves.curve(r)) is not None]
+    mine = tables.curves_of(runs, "igsm")
     cells = list(dict.fromkeys(k for c in mine for p in c.points for k in p.cells))
     if not cells:
         return False

@@ -88,7 +88,7 @@ def part1_learning_curve(runs: list[Run]) -> str:
     """Held-out loss, KL and accuracy against tokens seen, from each cfg run's periodic evals
     (`train.analysis_every`); a fork (`train.init_from`) counts tokens from its source's."""
     rows = []
-    for c in _curves(runs, "cfg"):
+    for c in curves_of(runs, "cfg"):
         rows += [[_curve_name(c), p.step, f"{p.tokens / 1e6:.1f}", fmt(p.eval_loss),
                   fmt(p.kl, 4), fmt(p.cut0), fmt(p.cut50), GAP if p.n is None else p.n]
                  for p in c.points]
@@ -96,7 +96,8 @@ def part1_learning_curve(runs: list[Run]) -> str:
                      "acc cut50", "n"], rows)
 
 
-def _curves(runs: list[Run], family: str) -> list[curves.Curve]:
+def curves_of(runs: list[Run], family: str) -> list[curves.Curve]:
+    """The learning curves of the runs of one family that have any."""
     return [c for r in runs if r.family == family and (c := curves.curve(r)) is not None]
 
 
@@ -112,7 +113,7 @@ def _curve_name(c: curves.Curve) -> str:
 def part21_learning_curve(runs: list[Run]) -> str:
     """Held-out loss and accuracy per eval cell against tokens seen, from each iGSM run's
     periodic evals (`train.analysis_every`); each cell's header names its problems per point."""
-    mine = _curves(runs, "igsm")
+    mine = curves_of(runs, "igsm")
     cells: dict[str, int | None] = {}
     for c in mine:
         for p in c.points:
