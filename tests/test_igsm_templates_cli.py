@@ -52,3 +52,10 @@ def test_cli_on_the_reference_corpus_split_by_bin(reference_records, tmp_path, c
     # a test problem given as training data is refused, naming its line
     assert main(["templates", "--train", str(test), "--test", str(test)]) == 2
     assert "line 1: template bin" in capsys.readouterr().err
+    # a missing input (any data CLI command) or a line that is not JSON: one line naming it
+    assert main(["templates", "--train", str(tmp_path / "nope.jsonl"), "--test", str(test)]) == 2
+    assert f"{tmp_path / 'nope.jsonl'}: No such file" in capsys.readouterr().err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(train.read_text().splitlines()[0] + "\n{oops\n")
+    assert main(["templates", "--train", str(bad), "--test", str(test)]) == 2
+    assert "line 2: not JSON" in capsys.readouterr().err

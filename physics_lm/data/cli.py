@@ -5,7 +5,8 @@ A command module defines ``add_arguments(parser)`` and ``run(args) -> int`` (the
 first line of its docstring is the command's help. Only the module of the command that runs is
 imported (``--help`` imports them all, for their help lines), so a host-only command never pays for
 another command's imports (JAX). Every error is one line on stderr and exit status 2: no or an
-unknown command, a usage error (argparse), or a ``ValueError`` raised by ``run`` (bad input).
+unknown command, a usage error (argparse), a ``ValueError`` raised by ``run`` (bad input), or an
+``OSError`` (a file that cannot be read or written).
 """
 
 from __future__ import annotations
@@ -65,4 +66,7 @@ def main(prog: str, commands: Mapping[str, str], argv: Sequence[str] | None = No
         return module.run(args)
     except ValueError as e:
         print(f"{prog} {name}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # an input that is missing or unreadable, an output that is unwritable
+        print(f"{prog} {name}: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
         return 2

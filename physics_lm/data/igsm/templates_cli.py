@@ -59,8 +59,11 @@ def _records(path: str, split: str) -> Iterator[tuple[int, str]]:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            rec = json.loads(line)
-            if "solution" not in rec or "op" not in rec:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path} line {n}: not JSON ({e})") from None
+            if not isinstance(rec, dict) or "solution" not in rec or "op" not in rec:
                 raise ValueError(f"{path} line {n}: needs 'solution' and 'op' (the sample CLI "
                                  "writes both)")
             sk = sketch_text(rec["solution"])
