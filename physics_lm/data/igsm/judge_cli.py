@@ -33,7 +33,7 @@ def open_text(path: str, mode: str) -> Iterator[IO[str]]:
             yield f
 
 
-def _parse_line(n: int, line: str) -> dict:
+def parse_line(n: int, line: str) -> dict:
     """The line's JSON object; a line that is not JSON is a ValueError naming it."""
     try:
         return json.loads(line)
@@ -62,7 +62,7 @@ def map_lines(inp: str, out: str, fn: Callable[[int, dict], dict], add: bool = F
         for line_no, line in enumerate(fin, 1):
             if not line.strip():
                 continue
-            rec = _parse_line(line_no, line)
+            rec = parse_line(line_no, line)
             got = fn(line_no, rec)
             fout.write((_extended(line, rec, got) if add else json.dumps(got, ensure_ascii=False))
                        + "\n")

@@ -25,6 +25,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from physics_lm.data.igsm.judge_cli import open_text, parse_line
 from physics_lm.data.igsm.text.sketch import host_bin, sketch_text
 
 TRAIN_BINS = range(16)  # const/params.py: train_bin 0-15, test_bin 16-22
@@ -55,20 +56,17 @@ def _pairs(s: tuple[str, ...]) -> set[tuple[str, str]]:
 def _records(path: str, split: str) -> Iterator[tuple[int, str]]:
     """(op, sketch) of every line; a line without a solution or op, or in the other split's
     bins, is an error naming it."""
-    with open(path) as f:
+    with open_text(path, "r") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path} line {n}: not JSON ({e})") from None
+            rec = parse_line(n, line)
             if not isinstance(rec, dict) or "solution" not in rec or "op" not in rec:
                 raise ValueError(f"{path} line {n}: needs 'solution' and 'op' (the sample CLI "
                                  "writes both)")
             sk = sketch_text(rec["solution"])
-            if (host_bin(sk) in TRAIN_BINS) != (split == "train"):
-                raise ValueError(f"{path} line {n}: template bin {host_bin(sk)} is not a "
+            if ((b := host_bin(sk)) in TRAIN_BINS) != (split == "train"):
+                raise ValueError(f"{path} line {n}: template bin {b} is not a "
                                  f"{split} bin (train: 0-15, test: 16-22)")
             yield int(rec["op"]), sk
 
