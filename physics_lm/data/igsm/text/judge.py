@@ -141,13 +141,17 @@ def _parse_step(n: int, text: str, symbols: dict[str, _Step]) -> _Step:
                 if op in piece:
                     parts = piece.split(op)
                     if parts[0] in NUMERALS and parts[1] in NUMERALS:
-                        try:
-                            cals.extend(int(x) % MOD for x in parts)
-                        except ValueError:
-                            raise _StepError("unparseable", f"bad number in {piece!r}") from None
+                        if len(parts) == 2:  # the usual "a + b": both known numerals (0-22)
+                            cals += (NUMERALS[parts[0]], NUMERALS[parts[1]])
+                        else:
+                            try:
+                                cals.extend(int(x) % MOD for x in parts)
+                            except ValueError:
+                                msg = f"bad number in {piece!r}"
+                                raise _StepError("unparseable", msg) from None
                     else:
-                        hints.extend(parts)
-                        parents.extend(x for x in parts if x not in NUMERALS)
+                        hints += parts
+                        parents += [x for x in parts if x not in NUMERALS]
                     sign = op[1]
                     break
             else:

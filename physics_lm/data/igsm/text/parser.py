@@ -18,11 +18,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 from physics_lm.data.igsm.text import names
 
 MOD = 23
 RNG: tuple[int, int, int, int] = (-1, 0, 0, 0)
+_NO_RNG = frozenset((RNG,))
 Param = tuple[int, int, int, int]
 NUMERALS: dict[str, int] = {str(v): v for v in range(MOD)}
 
@@ -37,9 +39,11 @@ class ProblemParseError(ValueError):
     """The text is not an iGSM problem (message says where)."""
 
 
-@dataclass(frozen=True)
-class Statement:
-    """One problem sentence: ``param = const_op(const, combine(operands))``."""
+class Statement(NamedTuple):
+    """One problem sentence: ``param = const_op(const, combine(operands))``.
+
+    A NamedTuple, not a frozen dataclass: a problem has ~10 of them and the judge CLI parses
+    thousands of problems a second (a frozen dataclass's `__init__` was 7% of parsing)."""
 
     param: Param
     operands: tuple[Param, ...]
@@ -93,6 +97,11 @@ def _num(text: str, where: str) -> int:
     return NUMERALS[text]
 
 
+# Category -> (chain, layer in the chain): the name tables' positions, looked up per reference.
+_PLACE: dict[str, tuple[int, int]] = {
+    cat: (c, n) for c, chain in enumerate(names.CHAINS) for n, cat in enumerate(chain)}
+
+
 @lru_cache(maxsize=1 << 14)
 def _ref_candidates(ref: str) -> tuple[tuple[int, int, str, int, str, int], ...]:
     """All readings of ``X's Y``: (chain, pos_x, x, pos_y, y, kind) with kind 0/1."""
@@ -102,15 +111,14 @@ def _ref_candidates(ref: str) -> tuple[tuple[int, int, str, int, str, int], ...]
     while (idx := ref.find("'s ", start)) >= 0:
         x, y = ref[:idx], ref[idx + 3 :]
         start = idx + 1
+        y_cats = cats.get(y, ())
         for cx in cats.get(x, ()):
-            chain = names.chain_of(cx)
-            px = names.CHAINS[chain].index(cx)
-            if y in names.CATEGORIES and names.chain_of(y) == chain:
-                py = names.CHAINS[chain].index(y)
-                if py > px:
-                    out.append((chain, px, x, py, y, 1))
-            for cy in cats.get(y, ()):
-                if names.chain_of(cy) == chain and names.CHAINS[chain].index(cy) == px + 1:
+            chain, px = _PLACE[cx]
+            y_place = _PLACE.get(y)
+            if y_place is not None and y_place[0] == chain and y_place[1] > px:
+                out.append((chain, px, x, y_place[1], y, 1))
+            for cy in y_cats:
+                if _PLACE[cy] == (chain, px + 1):
                     out.append((chain, px, x, px + 1, y, 0))
     return tuple(out)
 
@@ -272,7 +280,8 @@ def parse_problem(text: str) -> Problem:
         question=question,
         all_param=tuple(all_param),
         deps=deps,
-        dep_sets={p: frozenset(ds).difference((RNG,)) for p, ds in deps.items()},
+        dep_sets={p: frozenset(ds) - _NO_RNG if ds and ds[-1] == RNG else frozenset(ds)
+                  for p, ds in deps.items()},
         values=values,
         necessary=frozenset(necessary),
         n_op=sum(_ops(len(deps[p])) for p in necessary),
@@ -291,21 +300,19 @@ def _evaluate(
     values: dict[Param, int] = {}
     visiting: set[Param] = set()
 
-    def value(p: Param) -> int:
-        if p in values:
-            return values[p]
+    def value(p: Param) -> int:  # callers look in `values` first: most lookups are hits
         if p in visiting:
             raise ProblemParseError("cyclic definition in the problem")
         visiting.add(p)
         if p[0] == 1:
-            d = deps[p]
-            if len(d) and p[3] == p[1] + 1:
-                v = sum(value(q) for q in d)
-            else:
-                v = sum(value(d[n]) * value(d[n + 1]) for n in range(0, len(d), 2))
+            xs = [values[q] if q in values else value(q) for q in deps[p]]
+            if p[3] == p[1] + 1:
+                v = sum(xs)
+            else:  # pairs (child count, child's count of layer k)
+                v = sum(xs[n] * xs[n + 1] for n in range(0, len(xs), 2))
         else:
             s = stmts[p]
-            xs = [value(o) for o in s.operands]
+            xs = [values[o] if o in values else value(o) for o in s.operands]
             x = (xs[0] - xs[1]) if s.combine == "diff" else sum(xs)
             if s.const is None:
                 v = x
@@ -318,6 +325,6 @@ def _evaluate(
         return values[p]
 
     for p in all_param:
-        if p[0] == 1 or p in stmts:
+        if (p[0] == 1 or p in stmts) and p not in values:
             value(p)
     return values
