@@ -133,6 +133,8 @@ def analyse(cfg: Any, target: topology.Target, mfu: float) -> dict[str, Any]:
         "topology": target.name, "description": target.description, "devices": n,
         "compiler": "XLA:TPU" if target.chip else "XLA:CPU",
         "mesh": dict(exp.mesh.shape), "data_parallel": dp, "batch_size": batch,
+        "attention": cfg.model.attention,
+        "fused_attention_calls": fused_attention_calls(compiled.as_text()),
         "seq_len": seq_len, "grad_accum": cfg.optim.grad_accum, "remat": cfg.model.remat,
         "params": metrics.count_params(exp.abstract_state.params),
         "rows_per_device": batch // (cfg.optim.grad_accum * dp), "compile_s": compile_s,
@@ -156,6 +158,26 @@ def analyse(cfg: Any, target: topology.Target, mfu: float) -> dict[str, Any]:
     }
 
 
+# Custom calls of the fused attention kernels in a compiled program: a Pallas TPU kernel (splash)
+# is a Mosaic `tpu_custom_call`, cuDNN's fused attention a `__cudnn$fmha...` call.
+_KERNEL_CALL = re.compile(r'custom_call_target="(tpu_custom_call|__cudnn\$fmha[^"]*)"')
+
+
+def fused_attention_calls(hlo_text: str) -> int:
+    """How many fused attention kernel calls the compiled step holds (0: XLA attention only)."""
+    return len(_KERNEL_CALL.findall(hlo_text))
+
+
+def _attention_line(r: dict[str, Any]) -> str:
+    want, calls = r["attention"], r["fused_attention_calls"]
+    if want == "xla":
+        return f"attention: xla ({calls} fused kernel calls in the compiled step)"
+    if calls:
+        return f"attention: {want}, lowered: {calls} kernel calls in the compiled step"
+    return (f"attention: {want} requested, but the compiled step holds no kernel call: it fell "
+            "back to XLA (the warning above says why)")
+
+
 def _gb(n: float | None) -> str:
     return "      n/a" if n is None else f"{fmt_bytes(n):>9}"
 
@@ -169,6 +191,7 @@ def report(r: dict[str, Any], config: str) -> str:
              f"batch {r['batch_size']} x T {r['seq_len']}, grad_accum {r['grad_accum']} "
              f"({r['rows_per_device']} per device per micro-batch), remat "
              f"{'on' if r['remat'] else 'off'}",
+             _attention_line(r),
              "memory per device (the compiled program's own analysis):"]
     if m:
         hbm = r["hbm_bytes"]

@@ -72,6 +72,23 @@ def test_tpu_topology_fits_and_reports(libtpu, tmp_path):
     want = r["model_flops"] / (4 * 197e12 * 0.5)
     assert r["step_time_s"] == pytest.approx(want) and r["tokens_per_s"] == pytest.approx(
         tokens / want)
+    assert r["attention"] == "xla" and r["fused_attention_calls"] == 0, r
+
+
+def test_tpu_topology_lowers_the_splash_kernel(libtpu, tmp_path):
+    """`model.attention=splash` compiled for a TPU from this CPU host: the step holds the Pallas
+    kernel (Mosaic custom calls: forward and backward in each of the 2 layers), which no CPU
+    test can run."""
+    proc, r = _aot(SMOKE, "--topology=v5e:2x2", "--config.model.attention=splash",
+                   "--config.task.seq_len=128", "--config.model.max_len=128", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert r["attention"] == "splash" and r["fused_attention_calls"] >= 2, r
+    assert f"splash, lowered: {r['fused_attention_calls']} kernel calls" in proc.stdout
+    # T = 64 is no multiple of the kernel's 128-blocks: XLA attention, and the report says so.
+    proc, r = _aot(SMOKE, "--topology=v5e:2x2", "--config.model.attention=splash",
+                   tmp_path=tmp_path)
+    assert proc.returncode == 0 and r["fused_attention_calls"] == 0, proc.stderr[-3000:]
+    assert "splash requested, but the compiled step holds no kernel call" in proc.stdout
 
 
 def test_tpu_does_not_fit(libtpu, tmp_path):
