@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from physics_lm.config import POSITION_SCHEMES, ModelConfig
-from physics_lm.models.gpt2 import GPT2, activation_names, init_cache
+from physics_lm.models.gpt2 import GPT2, SharedPrefix, activation_names, init_cache
 
 
 def _model(pos: str, **kw) -> tuple[GPT2, dict]:
@@ -108,6 +108,41 @@ def test_causal_block_skipping_equals_full_attention(pos):
                           positions_BxT=jnp.arange(256)[None])
     np.testing.assert_allclose(fast, full, atol=1e-5)
     np.testing.assert_allclose(a[name[0]], b[name[0]], atol=1e-6)
+
+
+@pytest.mark.parametrize("pos", POSITION_SCHEMES)
+@pytest.mark.parametrize("remat", [False, True])
+def test_shared_prefix_blocks_equal_the_segment_mask(pos, remat):
+    """The V-probe's packed rows (a context, then queries that each see a truncated context and
+    themselves): the block-wise `SharedPrefix` attention gives the tuple form's activations and
+    parameter gradients, for every scheme, with and without remat."""
+    C, Q, L, B = 12, 3, 5, 2
+    cfg = ModelConfig(num_layers=2, num_heads=4, d_model=32, vocab_size=11, max_len=32, pos=pos,
+                      rel_max_distance=6, remat=remat)
+    model = GPT2(cfg)
+    tokens = jax.random.randint(jax.random.key(3), (B, C + Q * L), 0, 11)
+    params = nn.unbox(model.init(jax.random.key(0), tokens[:, :4])["params"])
+    cut = jnp.asarray([[2, 11, 6], [0, 7, 7]])  # each query continues after context token `cut`
+    q_pos = (cut[..., None] + 1 + jnp.arange(L)).reshape(B, Q * L)
+    positions = jnp.concatenate([jnp.broadcast_to(jnp.arange(C), (B, C)), q_pos], axis=1)
+    seg = jnp.broadcast_to(jnp.concatenate([jnp.zeros(C, int), jnp.repeat(jnp.arange(1, Q + 1),
+                                                                            L)]), (B, C + Q * L))
+    ctx = jnp.concatenate([jnp.full((B, C), 10**6), jnp.repeat(cut + 1, L, axis=1)], axis=1)
+
+    def final(p, segments):
+        _, acts = model.apply({"params": p}, tokens, capture=("final",), positions_BxT=positions,
+                              segments=segments)
+        return acts["final"]
+
+    layout = SharedPrefix(seg, ctx, prefix_len=C, segment_len=L)
+    want, got = final(params, (seg, ctx)), final(params, layout)
+    np.testing.assert_allclose(got, want, atol=2e-5)
+    loss = lambda segments: lambda p: jnp.sum(jnp.sin(final(p, segments)))
+    g_want, g_got = jax.grad(loss((seg, ctx)))(params), jax.grad(loss(layout))(params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(  # f32 sums in another order
+        a, b, rtol=1e-4, atol=1e-5 * float(np.abs(b).max())), g_got, g_want)
+    with pytest.raises(ValueError, match="does not tile"):
+        final(params, SharedPrefix(seg, ctx, prefix_len=C, segment_len=4))
 
 
 def _shapes_in(jaxpr) -> set[tuple[int, ...]]:

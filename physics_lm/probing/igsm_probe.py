@@ -101,18 +101,18 @@ def make_problem(task: IGSMTask, model: GPT2, model_params_shapes: Any,
     names = tuple(layer_names)
     groups = forward_groups(tasks, delta)
 
-    def one_forward(frozen, adapters, tokens, positions, segments, context, end):
+    def one_forward(frozen, adapters, p: iq.Packed):
         params = lora.merge(frozen, adapters)
         with nn.logical_axis_rules(axis_rules):
-            _, acts = model.apply({"params": params}, tokens, capture=names, deterministic=True,
-                                  positions_BxT=positions, segments=(segments, context))
+            _, acts = model.apply({"params": params}, p.tokens, capture=names,
+                                  deterministic=True, positions_BxT=p.positions,
+                                  segments=p.layout())
         h_NxBxTxD = jnp.stack([acts[n].astype(jnp.float32) for n in names])
-        return jnp.take_along_axis(h_NxBxTxD, end[None, :, :, None], axis=2)  # [N, B, q, D]
+        return jnp.take_along_axis(h_NxBxTxD, p.end[None, :, :, None], axis=2)  # [N, B, q, D]
 
     def features_fn(feature_params: Any, frozen: Any, inputs: Any) -> jax.Array:
-        p = inputs["packed"]
-        out = jax.vmap(one_forward, in_axes=(None, 0, 1, 1, 1, 1, 1))(
-            frozen, feature_params, p.tokens, p.positions, p.segments, p.context, p.end)
+        out = jax.vmap(one_forward, in_axes=(None, 0, 1))(frozen, feature_params,
+                                                          inputs["packed"])
         F, N, B, q, D = out.shape
         return jnp.moveaxis(out, 0, 2).reshape(N, B, F * q, D)
 

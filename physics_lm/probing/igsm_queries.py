@@ -28,11 +28,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 
 from physics_lm.data.batch import Batch
 from physics_lm.data.igsm.text.vocab import get_vocab
+from physics_lm.models.gpt2 import SharedPrefix
 
 TASKS = ("nece", "dep", "known", "value", "can_next", "nece_next")
 NUM_CLASSES = {"nece": 2, "dep": 2, "known": 2, "value": 24, "can_next": 2, "nece_next": 2}
@@ -136,14 +138,22 @@ def build_queries(key: jax.Array, batch: Batch, tasks: Sequence[str], queries: i
     return jax.tree.map(cat, *out)
 
 
-class Packed(NamedTuple):
-    """A row and its queries as one sequence (`GPT2(segments=...)`); leading B."""
+@flax.struct.dataclass
+class Packed:
+    """A row and its queries as one sequence (`GPT2(segments=...)`); leading B. The layout
+    (C context tokens, then queries of L tokens) is static: `layout()` gives the model it."""
 
     tokens: jax.Array  # int32[B, C + Q·L]
     positions: jax.Array
     segments: jax.Array
     context: jax.Array
     end: jax.Array  # int32[B, Q]: index of each query's <end> in the packed sequence
+    prefix_len: int = flax.struct.field(pytree_node=False)  # C
+    segment_len: int = flax.struct.field(pytree_node=False)  # L
+
+    def layout(self) -> SharedPrefix:
+        """The `segments` argument of `GPT2` for these rows (any leading axes dropped first)."""
+        return SharedPrefix(self.segments, self.context, self.prefix_len, self.segment_len)
 
 
 def pack(tokens_BxT: jax.Array, q: Queries, context: int) -> Packed:
@@ -162,4 +172,5 @@ def pack(tokens_BxT: jax.Array, q: Queries, context: int) -> Packed:
                            jnp.repeat(q.pos + 1, L, axis=1)], axis=1)
     end = context + jnp.arange(Q)[None, :] * L + q.end
     return Packed(tokens.astype(jnp.int32), positions.astype(jnp.int32), seg.astype(jnp.int32),
-                  ctx.astype(jnp.int32), end.astype(jnp.int32))
+                  ctx.astype(jnp.int32), end.astype(jnp.int32), prefix_len=context,
+                  segment_len=L)
