@@ -112,7 +112,8 @@ def train_section(case: str, batch: int, attn: str, steps: int, quick: bool,
     return {"case": case, "attention": attn, "remat_policy": policy, "batch": batch,
             "seq_len": T, "step_s": step_s, "tokens_per_s": batch * T / step_s,
             "mfu": flops / step_s / peak if peak else None, "compile_s": compile_s,
-            "peak_bytes": mem.peak if mem else None, "fell_back": fell_back}
+            "peak_bytes": mem.peak if mem else None, "fell_back": fell_back,
+            "kernel_calls": attention.kernel_calls(step.as_text())}
 
 
 def depth20_section(attn: str, p: dict, quick: bool, limit: int | None) -> dict:

@@ -89,6 +89,7 @@ def analyse(cfg: Any, target: topology.Target, mfu: float) -> dict[str, Any]:
     """
     import jax
 
+    from physics_lm.models import attention
     from physics_lm.train import memory, metrics, sharding
     from physics_lm.train.setup import build_experiment
     from physics_lm.train.trainer import check_step_memory, jit_steps
@@ -134,7 +135,7 @@ def analyse(cfg: Any, target: topology.Target, mfu: float) -> dict[str, Any]:
         "compiler": "XLA:TPU" if target.chip else "XLA:CPU",
         "mesh": dict(exp.mesh.shape), "data_parallel": dp, "batch_size": batch,
         "attention": cfg.model.attention,
-        "fused_attention_calls": fused_attention_calls(compiled.as_text()),
+        "fused_attention_calls": attention.kernel_calls(compiled.as_text()),
         "seq_len": seq_len, "grad_accum": cfg.optim.grad_accum, "remat": cfg.model.remat,
         "params": metrics.count_params(exp.abstract_state.params),
         "rows_per_device": batch // (cfg.optim.grad_accum * dp), "compile_s": compile_s,
@@ -156,16 +157,6 @@ def analyse(cfg: Any, target: topology.Target, mfu: float) -> dict[str, Any]:
         "task_groups": groups, "groups_to_set": (
             None if groups is None else (groups if groups % dp == 0 else dp)),
     }
-
-
-# Custom calls of the fused attention kernels in a compiled program: a Pallas TPU kernel (splash)
-# is a Mosaic `tpu_custom_call`, cuDNN's fused attention a `__cudnn$fmha...` call.
-_KERNEL_CALL = re.compile(r'custom_call_target="(tpu_custom_call|__cudnn\$fmha[^"]*)"')
-
-
-def fused_attention_calls(hlo_text: str) -> int:
-    """How many fused attention kernel calls the compiled step holds (0: XLA attention only)."""
-    return len(_KERNEL_CALL.findall(hlo_text))
 
 
 def _attention_line(r: dict[str, Any]) -> str:

@@ -52,6 +52,7 @@ def test_quick_suite_runs_every_section(tmp_path):
     assert not bad, bad
     assert {"card", "jax", "driver", "peak_bf16_flops"} <= set(got["device"])
     assert got["train_cfg3f_xla"]["tokens_per_s"] > 0 and got["membership"]["all_members"]
+    assert got["train_cfg3f_xla"]["kernel_calls"] == 0  # XLA attention: no fused kernel
     assert 0 < got["sampler_share"]["depth20"]["share"] < 1
     assert got["projection"]["part1_cfg3f"]["hours"] > 0
     assert got["max_batch"]["rows"] and "train_depth20_xla" in proc.stdout  # the table

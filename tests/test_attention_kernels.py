@@ -145,3 +145,16 @@ def test_remat_policies_give_the_same_gradients():
     for policy in ("full", "save_dots", "offload"):
         got = _loss_and_grads(dataclasses.replace(ref, remat_policy=policy), params, tokens)
         _close(got, want, atol=1e-5)
+
+
+def test_kernel_calls_counts_the_fused_kernels_in_hlo():
+    """The check the AOT tool and the accelerator suite print: Mosaic (Pallas TPU) and cuDNN
+    fused-attention custom calls count, other custom calls and plain dots do not."""
+    hlo = "\n".join([
+        '%a = f32[8] custom-call(%x), custom_call_target="tpu_custom_call", backend_config=...',
+        '%b = bf16[8] custom-call(%x), custom_call_target="__cudnn$fmhaSoftmax"',
+        '%c = bf16[8] custom-call(%x), custom_call_target="__cudnn$fmhaSoftmaxBackward"',
+        '%d = f32[8] custom-call(%x), custom_call_target="__cublas$gemm"',
+        '%e = f32[8,8] dot(%x, %y), lhs_contracting_dims={1}, rhs_contracting_dims={0}'])
+    assert attention.kernel_calls(hlo) == 3
+    assert attention.kernel_calls(hlo.replace("tpu_custom_call", "Sharding")) == 2

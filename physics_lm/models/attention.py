@@ -33,6 +33,7 @@ only warns, since tracing there is legitimate.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import jax
@@ -51,6 +52,15 @@ CUDNN_BACKENDS = ("gpu",)
 SPLASH_PLATFORM = "tpu"
 
 _warned: set[str] = set()
+# How the kernels appear in a compiled program's HLO: a Pallas TPU kernel (splash) is a Mosaic
+# `tpu_custom_call`, cuDNN's fused attention a `__cudnn$fmha...` custom call.
+_KERNEL_CALL = re.compile(r'custom_call_target="(tpu_custom_call|__cudnn\$fmha[^"]*)"')
+
+
+def kernel_calls(hlo_text: str) -> int:
+    """Fused attention kernel calls in a compiled program's text (0: XLA attention only): the
+    check that a requested kernel really runs (the AOT fit check, the accelerator suite)."""
+    return len(_KERNEL_CALL.findall(hlo_text))
 
 
 def model_fallback_reason(m: ModelConfig) -> str | None:
