@@ -28,8 +28,10 @@ def summary(name: str, r: dict) -> str:
     if name.startswith("train_"):
         mfu = "n/a" if r["mfu"] is None else f"{r['mfu']:.1%}"
         back = " FELL BACK to xla" if r["fell_back"] else ""
-        if r.get("kernel_calls") and r["attention"] != "xla":
-            back += f", {r['kernel_calls']} kernel calls in the step"
+        calls = r.get("kernel_calls")
+        if r["attention"] != "xla" and calls is not None:  # did the requested kernel run?
+            back += (f", {calls} kernel calls in the step" if calls
+                     else ", NO kernel call in the compiled step")
         how = f" ({r['batch_how']})" if "batch_how" in r else ""
         return (f"batch {r['batch']}{how} x T {r['seq_len']}: {_n(r['tokens_per_s'])} tokens/s,"
                 f" step {r['step_s'] * 1e3:.1f} ms, MFU {mfu}, compile {r['compile_s']:.0f}s"

@@ -13,6 +13,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
 import max_batch as mb  # noqa: E402
+import suite_table  # noqa: E402
 import train_step_profile as tsp  # noqa: E402
 
 
@@ -86,3 +87,14 @@ def test_train_step_profile_attributes_ops_to_their_sources():
     assert seconds.get(("sampler", ""), 0) > 0, seconds
     named = sum(v for (cat, _), v in seconds.items() if cat != tsp.REST)
     assert named > 0.5 * sum(seconds.values())  # the rules still match jax's op_name scheme
+
+
+def test_train_rows_say_whether_the_requested_kernel_ran():
+    """A GPU run's table names the cuDNN kernel calls it compiled, and says so loudly when a
+    requested kernel is absent although nothing logged a fallback."""
+    row = dict(mfu=0.5, batch=96, seq_len=512, tokens_per_s=1e6, step_s=0.05, compile_s=30,
+               fell_back=[], attention="cudnn")
+    cudnn = lambda calls: suite_table.summary("train_cfg3f_cudnn", {**row, "kernel_calls": calls})
+    assert "36 kernel calls" in cudnn(36) and "NO kernel call" in cudnn(0)
+    xla = suite_table.summary("train_cfg3f_xla", {**row, "attention": "xla", "kernel_calls": 0})
+    assert "kernel" not in xla and "MFU 50.0%" in xla
