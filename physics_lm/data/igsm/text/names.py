@@ -66,9 +66,6 @@ def item_categories() -> dict[str, tuple[str, ...]]:
     return {name: tuple(cats) for name, cats in out.items()}
 
 
-def chain_of(category: str) -> int:
-    """Index of the chain that holds ``category``."""
-    for i, chain in enumerate(CHAINS):
-        if category in chain:
-            return i
-    raise KeyError(f"unknown category {category!r}")
+PLACE: dict[str, tuple[int, int]] = {
+    cat: (c, n) for c, chain in enumerate(CHAINS) for n, cat in enumerate(chain)}
+"""Category -> (its chain, its layer in the chain, top first): where a name sits in CHAINS."""

@@ -97,11 +97,6 @@ def _num(text: str, where: str) -> int:
     return NUMERALS[text]
 
 
-# Category -> (chain, layer in the chain): the name tables' positions, looked up per reference.
-_PLACE: dict[str, tuple[int, int]] = {
-    cat: (c, n) for c, chain in enumerate(names.CHAINS) for n, cat in enumerate(chain)}
-
-
 @lru_cache(maxsize=1 << 14)
 def _ref_candidates(ref: str) -> tuple[tuple[int, int, str, int, str, int], ...]:
     """All readings of ``X's Y``: (chain, pos_x, x, pos_y, y, kind) with kind 0/1."""
@@ -113,12 +108,12 @@ def _ref_candidates(ref: str) -> tuple[tuple[int, int, str, int, str, int], ...]
         start = idx + 1
         y_cats = cats.get(y, ())
         for cx in cats.get(x, ()):
-            chain, px = _PLACE[cx]
-            y_place = _PLACE.get(y)
+            chain, px = names.PLACE[cx]
+            y_place = names.PLACE.get(y)
             if y_place is not None and y_place[0] == chain and y_place[1] > px:
                 out.append((chain, px, x, y_place[1], y, 1))
             for cy in y_cats:
-                if _PLACE[cy] == (chain, px + 1):
+                if names.PLACE[cy] == (chain, px + 1):
                     out.append((chain, px, x, px + 1, y, 0))
     return tuple(out)
 
