@@ -27,7 +27,7 @@ def _smoke(load_config, mode="train", **eval_section):
 
 def test_oracle_decoder_is_judged_correct_in_every_cell(load_config, monkeypatch):
     """Decoding the sampler's own continuation: accuracy 1, shortest, nothing unnecessary."""
-    cfg = _smoke(load_config)
+    cfg = _smoke(load_config, teacher_forced=False)  # no model params here
     task = __import__("physics_lm.data.registry", fromlist=["build_task"]).build_task(cfg.task)
     truth = {}
 
@@ -88,6 +88,10 @@ def test_eval_mode_writes_generations_that_recount_to_the_summary(load_config, t
             recount = igsm_eval.summarize(mine, m["in_distribution"])
             assert json.loads(json.dumps(recount)) == m, (model, name)
             assert m["accuracy"] == np.mean([r["correct"] for r in mine])
+    for cells in (doc["teacher_forced"], doc["control"]["teacher_forced"]):
+        assert set(cells) == {"op<=3", "op=8"}
+        for table in cells.values():
+            assert sum(k["tokens"] for k in table["kinds"].values()) == table["tokens"] > 0
     assert {"op<=3", "op=8"} == set(doc["cells"]) and doc["cells"]["op<=3"]["in_distribution"]
     assert not doc["cells"]["op=8"]["in_distribution"]
     assert doc["cells"]["op<=3"]["templates"] == "test"

@@ -24,7 +24,9 @@ bound, at most 2048 - prompt), decode_batch=256, seed=0, step=-1 (latest checkpo
 control=False (also the random-init model), plots=True, dataset="" (sample each cell) or
 "tfds:igsm_eval_cells/<config>": read the first n problems of each cell from that frozen set
 (physics_lm/data/tfds; built from the eval seed in its name, so it holds the problems sampling
-would draw), data_dir="" (where the set was built; "" = TFDS's default).
+would draw), data_dir="" (where the set was built; "" = TFDS's default), teacher_forced=True
+(also `teacher_forced[name]`: the model's loss on the cell's reference solutions by kind of token,
+`eval/igsm_token_kinds.py`: which decisions it has not learned; not from the generations).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from physics_lm.data.igsm.task import IGSMTask
 from physics_lm.data.igsm.text.judge import judge_problem, split_steps
 from physics_lm.data.igsm.text.parser import ProblemParseError, parse_problem
 from physics_lm.data.igsm.text.vocab import get_vocab
+from physics_lm.eval import igsm_token_kinds as token_kinds
 from physics_lm.eval.beam import beam_search
 from physics_lm.eval.decode import DecodeResult, completions, generate
 from physics_lm.modes import Handler
@@ -72,6 +75,7 @@ class IGSMEvalConfig:
     plots: bool = True
     dataset: str = ""
     data_dir: str = ""
+    teacher_forced: bool = True
 
     def __post_init__(self) -> None:
         check_dataset("eval.dataset", self.dataset, "igsm")
@@ -156,14 +160,17 @@ def cell_problems(task: IGSMTask, name: str, ec: IGSMEvalConfig
 def generate_cell(model_cfg: ModelConfig, params: Any, task: IGSMTask, name: str,
                   ec: IGSMEvalConfig, key: jax.Array,
                   timing: dict[str, float] | None = None,
-                  decode: CellDecoder | None = None) -> list[dict[str, Any]]:
-    """Draws (or reads) the cell's problems, decodes them in batches and judges every generation;
-    adds the seconds spent sampling (compile included) and decoding + judging to `timing`.
-    `decode` replaces the decoder of `ec` (rows then also carry `RECORDED_AUX` fields)."""
+                  decode: CellDecoder | None = None,
+                  problems: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+                  ) -> list[dict[str, Any]]:
+    """Draws (or reads) the cell's problems (or takes `cell_problems`' `problems`), decodes them
+    in batches and judges every generation; adds the seconds spent sampling (compile included)
+    and decoding + judging to `timing`. `decode` replaces the decoder of `ec` (rows then also
+    carry `RECORDED_AUX` fields)."""
     vocab = get_vocab()
     timing = {} if timing is None else timing
     t0 = time.perf_counter()
-    tokens, sol_pos, ops = cell_problems(task, name, ec)
+    tokens, sol_pos, ops = problems or cell_problems(task, name, ec)
     t1 = time.perf_counter()
     timing["sample_s"] = timing.get("sample_s", 0.0) + t1 - t0
     lens = sol_pos + 1  # BOS problem [question] SOL
@@ -241,7 +248,8 @@ def summarize(rows: list[dict[str, Any]], in_distribution: bool) -> dict[str, An
 
 def evaluate_igsm(model_cfg: ModelConfig, params: Any, task: IGSMTask, ec: IGSMEvalConfig,
                   tag: str = "model") -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """({"cells": {name: metrics}, "throughput": ...}, judged rows) for one model."""
+    """({"cells": {name: metrics}, "teacher_forced": {name: table} (with ec.teacher_forced),
+    "throughput": ...}, judged rows) for one model."""
     cells = cells_lib.eval_cells(task, seen=True)
     names = list(ec.cells) or list(cells_lib.eval_cells(task))
     unknown = [c for c in names if c not in cells]
@@ -249,12 +257,20 @@ def evaluate_igsm(model_cfg: ModelConfig, params: Any, task: IGSMTask, ec: IGSME
         raise ConfigError(f"eval.cells={list(ec.cells)!r}: unknown {unknown}; known: {list(cells)}")
     key = jax.random.key(ec.seed)
     out: dict[str, Any] = {}
+    forced: dict[str, Any] = {}
     all_rows: list[dict[str, Any]] = []
     t0, done, timing = time.perf_counter(), 0, {}
     for i, name in enumerate(names):
+        t_sample = time.perf_counter()
+        problems = cell_problems(cells[name], name, ec)
+        timing["sample_s"] = timing.get("sample_s", 0.0) + time.perf_counter() - t_sample
         rows = generate_cell(model_cfg, params, cells[name], name, ec, jax.random.fold_in(key, i),
-                             timing)
+                             timing, problems=problems)
         out[name] = summarize(rows, in_distribution(task, name))
+        if ec.teacher_forced:
+            forced[name] = token_kinds.teacher_forced(model_cfg, params, *problems[:2])
+            logging.info("eval[%s] %s: teacher-forced loss %.3f per solution token; by kind %s",
+                         tag, name, forced[name]["nll"], token_kinds.describe(forced[name]))
         all_rows += [{**r, "model": tag} for r in rows]
         done += len(rows)
         rate = done / (time.perf_counter() - t0)
@@ -262,7 +278,7 @@ def evaluate_igsm(model_cfg: ModelConfig, params: Any, task: IGSMTask, ec: IGSME
                      name, out[name]["accuracy"], len(rows), rate,
                      (len(names) - i - 1) * ec.n / rate)
     seconds = time.perf_counter() - t0
-    return {"cells": out, "throughput": {
+    return {"cells": out, **({"teacher_forced": forced} if forced else {}), "throughput": {
         "problems_per_s": done / seconds, "seconds": seconds, "decoder": ec.decoder,
         "sample_s": timing["sample_s"],  # the cells' samplers, compile included
         "decode_problems_per_s": done / timing["decode_s"]}}, all_rows
