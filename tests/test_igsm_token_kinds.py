@@ -21,11 +21,11 @@ SOLUTION = ("Define Bread's Beef Steak as p; so p = 3. Define Bread's Milk as B;
             "q = p + 2 = 3 + 2 = 5; so B = q * p = 5 * 3 = 15.")
 SENTENCE_KINDS = (  # the kind of every token after <solution>, sentence by sentence
     "syntax name_first name_rest name_rest name_rest syntax symbol_new syntax syntax symbol_ref "
-    "syntax result syntax",
+    "syntax result_read syntax",
     "stop name_first name_rest name_rest syntax symbol_new syntax "
-    "symbol_new syntax symbol_ref syntax operand syntax operand syntax operand syntax result "
+    "symbol_new syntax symbol_ref syntax operand syntax operand syntax operand syntax result_arith "
     "syntax syntax symbol_ref syntax symbol_ref syntax symbol_ref syntax operand syntax operand "
-    "syntax result syntax",
+    "syntax result_arith syntax",
     "stop answer syntax",  # <answer> 15 <eos>
 )
 EXPECTED = [kind for sentence in SENTENCE_KINDS for kind in sentence.split()]
@@ -61,7 +61,7 @@ def test_the_kinds_partition_the_training_loss_of_a_cell(load_config):
     kinds = table["kinds"]
     assert sum(v["tokens"] for v in kinds.values()) == table["tokens"]
     assert sum(v["share"] for v in kinds.values() if v["share"]) == pytest.approx(1.0, abs=1e-5)
-    for name in ("name_first", "stop", "symbol_new", "result", "answer", "syntax"):
+    for name in ("name_first", "stop", "symbol_new", "result_arith", "answer", "syntax"):
         assert kinds[name]["tokens"] > 0, name
     assert kinds["answer"]["tokens"] == 12 and kinds["stop"]["tokens"] >= 12
     assert 0 < table["symbol_new_floor"] <= math.log(52)

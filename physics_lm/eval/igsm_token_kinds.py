@@ -16,8 +16,9 @@ gets one kind:
   symbol_ref  a later use of a letter (which variable holds which value).
   operand     a number that restates a variable's value inside a computation (`3 + 2` of
               `q = p + 2 = 3 + 2 = 5`): recall.
-  result      the number that ends a step (`5` above; `3` of `so p = 3`): the arithmetic, or the
-              value read from the problem's statement.
+  result_arith  the number that ends a step with a sign in it (`5` above): the arithmetic.
+  result_read   the number that ends a step without one (`3` of `so p = 3`, `5` of
+              `so B = q = 5`): a value read from the problem's statement or copied.
   answer      the number after <answer>.
   syntax      everything else: the first "Define", "as", ";", "so", "=", the signs, ".", "BACK",
               <eos>.
@@ -38,8 +39,8 @@ from physics_lm.config import ModelConfig
 from physics_lm.data.igsm.text.vocab import Vocab, get_vocab
 from physics_lm.models.gpt2 import GPT2
 
-KINDS = ("name_first", "name_rest", "stop", "symbol_new", "symbol_ref", "operand", "result",
-         "answer", "syntax")
+KINDS = ("name_first", "name_rest", "stop", "symbol_new", "symbol_ref", "operand", "result_arith",
+         "result_read", "answer", "syntax")
 _LOGIT_BUDGET = 1 << 26  # floats of logits per forward (rows x T x V): 256 MB in float32
 
 
@@ -61,17 +62,21 @@ def token_kinds(tokens_BxT: np.ndarray, mask_BxT1: np.ndarray, vocab: Vocab | No
     vocab = vocab or get_vocab()
     define, as_, period, semi = (vocab.word_to_id(w) for w in ("Define", "as", ".", ";"))
     letters, numbers = set(vocab.letter_ids), set(vocab.number_ids)
+    signs = {vocab.word_to_id(w) for w in ("+", "-", "*")}
     B, T1 = mask_BxT1.shape
     kinds = np.full((B, T1), -1, np.int8)
     floor = np.zeros((B, T1), np.float32)
     k = {name: i for i, name in enumerate(KINDS)}
     rows, cols = np.nonzero(mask_BxT1)
     # per row, a left-to-right walk over its weighed positions (row-major order from nonzero)
-    in_name, used, last_row = False, set(), -1
+    in_name, used, last_row, signed = False, set(), -1, False
     for b, t in zip(rows.tolist(), cols.tolist(), strict=True):
         prev, tok = int(tokens_BxT[b, t]), int(tokens_BxT[b, t + 1])
         if b != last_row or prev == vocab.sol_id:  # a new solution: nothing defined yet
             in_name, used, last_row = False, set(), b
+        if prev in (period, semi, vocab.sol_id):  # a new step
+            signed = False
+        signed = signed or tok in signs
         if prev == define:
             kind, in_name = "name_first", tok != as_
         elif in_name:
@@ -88,7 +93,10 @@ def token_kinds(tokens_BxT: np.ndarray, mask_BxT1: np.ndarray, vocab: Vocab | No
                 used.add(tok)
         elif tok in numbers:
             after = int(tokens_BxT[b, t + 2]) if t + 2 < tokens_BxT.shape[1] else -1
-            kind = "result" if after in (period, semi) else "operand"
+            if after in (period, semi):
+                kind = "result_arith" if signed else "result_read"
+            else:
+                kind = "operand"
         else:
             kind = "syntax"
         kinds[b, t] = k[kind]
