@@ -88,6 +88,8 @@ def test_eval_mode_writes_generations_that_recount_to_the_summary(load_config, t
             recount = igsm_eval.summarize(mine, m["in_distribution"])
             assert json.loads(json.dumps(recount)) == m, (model, name)
             assert m["accuracy"] == np.mean([r["correct"] for r in mine])
+    pngs = ("igsm_accuracy.png", "igsm_errors.png", "igsm_token_kinds.png")
+    assert all((tmp_path / "eval" / png).stat().st_size > 0 for png in pngs)
     for cells in (doc["teacher_forced"], doc["control"]["teacher_forced"]):
         assert set(cells) == {"op<=3", "op=8"}
         for table in cells.values():

@@ -1,4 +1,5 @@
-"""Plots of eval/igsm.json: accuracy by cell (the paper's accuracy-by-op figure) and error kinds.
+"""Plots of eval/igsm.json: accuracy by cell (the paper's accuracy-by-op figure), error kinds, and
+the teacher-forced loss by kind of token.
 
 matplotlib is optional: without it the plots are skipped with a log line.
 """
@@ -13,7 +14,8 @@ from absl import logging
 
 
 def write_plots(doc: dict[str, Any], out_dir: Path) -> list[str]:
-    """Writes igsm_accuracy.png and igsm_errors.png; returns the written paths."""
+    """Writes igsm_accuracy.png, igsm_errors.png and (with `teacher_forced` in the doc)
+    igsm_token_kinds.png; returns the written paths."""
     try:
         import matplotlib
 
@@ -64,4 +66,35 @@ def write_plots(doc: dict[str, Any], out_dir: Path) -> list[str]:
     paths.append(str(out_dir / "igsm_errors.png"))
     fig.savefig(paths[1], dpi=120)
     plt.close(fig)
+    if doc.get("teacher_forced"):
+        paths.append(_token_kinds_plot(plt, doc["teacher_forced"], out_dir))
     return paths
+
+
+def _token_kinds_plot(plt: Any, forced: dict[str, Any], out_dir: Path) -> str:
+    """Per cell, the mean loss per solution token stacked by kind (share x mean), and the part
+    no model can remove: the new letters' floor."""
+    names = list(forced)
+    kinds = list(next(iter(forced.values()))["kinds"])
+    kinds.remove("symbol_new")
+    kinds.insert(0, "symbol_new")  # at the bottom, so its floor marks a level inside its bar
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(3.4 + 0.9 * len(names), 3.8), layout="constrained")
+    bottom = np.zeros(len(names))
+    for kind in kinds:
+        part = np.array([(forced[c]["kinds"][kind]["share"] or 0.0) * forced[c]["nll"]
+                         for c in names])
+        ax.bar(x, part, 0.7, bottom=bottom, label=kind)
+        bottom += part
+    floor = [(forced[c]["symbol_new_floor"] or 0.0) * forced[c]["kinds"]["symbol_new"]["tokens"]
+             / forced[c]["tokens"] for c in names]
+    ax.scatter(x, floor, marker="_", s=400, color="black", zorder=3,
+               label="floor (new letters)")
+    ax.set_xticks(x, names, rotation=30, fontsize=8)
+    ax.set_ylabel("teacher-forced loss per solution token (nats)")
+    ax.set_title("teacher-forced loss by kind of token", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    path = str(out_dir / "igsm_token_kinds.png")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
