@@ -30,7 +30,7 @@ setup(
         "numpy>=1.26,<3",
         "ml_collections>=1.0,<2",
         "absl-py>=2.1,<3",
-        # Not imported yet: the frozen evaluation sets (TFDS builders) of the scale issue use it.
+        # The frozen evaluation sets (physics_lm/data/tfds: TFDS builders).
         "tensorflow-datasets>=4.9.7,<5",
         "tensorboardX>=2.6,<3",
         "matplotlib>=3.8",
