@@ -414,6 +414,50 @@ def test_cli_judge_and_tokenize(tmp_path, pq, capsys):
     assert "tokenize: error: line 1, problem:" in err and err.count("\n") == 1, err
 
 
+def test_cli_workers_write_what_one_process_writes(tmp_path, pq):
+    """`--workers 2` forks a pool once the input holds a second block of lines: the output is
+    byte-identical to one process's, in input order; a bad line in a worker's block is still one
+    error line naming it (exit 2), and a negative count is refused."""
+    import subprocess
+    import sys
+
+    from physics_lm.data.igsm.judge_cli import BLOCK
+
+    rng = random.Random(0)
+    rows = []
+    for i in range(2 * BLOCK + 37):  # three blocks
+        r = rng.choice(pq)
+        sol = r["solution"] if i % 3 else r["solution"].replace(" = ", " = 1", 1)
+        rows.append({"problem": r["problem"], "solution": sol, "answer": r["answer"], "k": i})
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "physics_lm.data.igsm", *args],
+                              capture_output=True, text=True, timeout=120)
+
+    outs = {}
+    for w in (1, 2):
+        outs[w] = tmp_path / f"out{w}.jsonl"
+        done = cli("judge", "--in", str(src), "--out", str(outs[w]), "--workers", str(w))
+        assert done.returncode == 0, done.stderr
+        n_ok = sum(json.loads(line)["correct"] for line in outs[w].read_text().splitlines())
+        assert f"{len(rows)} lines" in done.stderr and f"{n_ok} correct" in done.stderr
+    assert outs[1].read_bytes() == outs[2].read_bytes()
+    got = [json.loads(line) for line in outs[2].read_text().splitlines()]
+    assert [g["k"] for g in got] == list(range(len(rows)))
+    assert 0 < sum(g["correct"] for g in got) < len(rows)
+    bad = 2 * BLOCK + 5  # a line of the third block
+    text = src.read_text().splitlines()
+    text[bad - 1] = "{not json"
+    src.write_text("\n".join(text) + "\n")
+    done = cli("judge", "--in", str(src), "--out", str(outs[2]), "--workers", "2")
+    assert done.returncode == 2 and f"line {bad}: not JSON" in done.stderr, done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    done = cli("labels", "--in", str(src), "--out", str(outs[2]), "--workers", "-1")
+    assert done.returncode == 2 and "--workers=-1" in done.stderr, done.stderr
+
+
 @pytest.mark.parametrize("family", ["cfg", "igsm"])
 def test_every_data_family_dispatches_commands_the_same_way(family, capsys):
     """`python -m physics_lm.data.<family> COMMAND`: --help lists the commands; an unknown

@@ -22,12 +22,9 @@ import argparse
 import sys
 from typing import Any
 
-from physics_lm.data.igsm.judge_cli import map_lines
+from physics_lm.data.igsm.judge_cli import add_arguments, map_lines, worker_count
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--in", dest="inp", required=True, help="input JSONL ('-' = stdin)")
-    parser.add_argument("--out", required=True, help="output JSONL ('-' = stdout)")
+__all__ = ["add_arguments", "labels_of", "run"]
 
 
 def labels_of(problem_text: str, solution: str | None = None) -> dict[str, Any]:
@@ -73,6 +70,6 @@ def run(args: argparse.Namespace) -> int:
         except ProblemParseError as e:
             raise ValueError(f"line {line_no}: the problem does not parse ({e})") from None
 
-    n = map_lines(args.inp, args.out, labelled)
+    n, _ = map_lines(args.inp, args.out, labelled, workers=worker_count(args.workers))
     print(f"labels: {n} problems", file=sys.stderr)
     return 0

@@ -14,7 +14,7 @@ import argparse
 import sys
 import time
 
-from physics_lm.data.igsm.judge_cli import add_arguments, map_lines
+from physics_lm.data.igsm.judge_cli import add_arguments, map_lines, worker_count
 
 __all__ = ["add_arguments", "run"]
 
@@ -35,6 +35,6 @@ def run(args: argparse.Namespace) -> int:
                     raise ValueError(f"line {line_no}, {key}: {e}") from None
         return rec
 
-    n = map_lines(args.inp, args.out, tokenized)
+    n, _ = map_lines(args.inp, args.out, tokenized, workers=worker_count(args.workers))
     print(f"tokenize: {n} lines in {time.perf_counter() - start:.2f}s", file=sys.stderr)
     return 0
