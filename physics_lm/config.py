@@ -18,7 +18,7 @@ from typing import Any
 
 POSITION_SCHEMES = ("absolute", "rotary", "relative", "position_only", "uniform")
 COMPUTE_DTYPES = ("float32", "bfloat16")
-SCHEDULES = ("cosine", "linear", "constant")
+SCHEDULES = ("cosine", "linear", "constant", "wsd")
 ATTENTION_IMPLEMENTATIONS = ("xla", "cudnn", "splash")  # models/attention.py
 ATTENTION_FALLBACKS = ("warn", "error")
 REMAT_POLICIES = ("none", "full", "save_dots", "offload")  # models/remat.py
@@ -73,8 +73,9 @@ class OptimConfig:
     eps: float = 1e-8
     weight_decay: float = 0.1
     warmup_steps: int = 1000
-    schedule: str = "linear"
+    schedule: str = "linear"  # or cosine, constant, wsd (train/optim.py: lr_schedule)
     final_lr_frac: float = 0.0
+    decay_frac: float = 0.2  # "wsd": the share of train.num_steps that decays (the end of the run)
     grad_clip: float = 1.0  # global-norm clip; 0 disables
     grad_accum: int = 1
 
@@ -92,6 +93,10 @@ class TrainConfig:
     device_memory_bytes: int = 0  # 0 = ask the device (memory_stats bytes_limit; CPU: no check)
     # "WORKDIR[:STEP]": start from another run's params (fresh optimizer; train/init_from.py)
     init_from: str = ""
+    # with init_from: take the source's whole train state (params, optimizer moments, step) and
+    # continue its step count and data under this run's schedule (extending an optim.schedule=wsd
+    # run from a checkpoint before its decay continues it exactly)
+    init_from_state: bool = False
     # LoRA on the `init_from` run (train/lora_base.py): rank r on the Q and V projections of every
     # block and rank `lora_embed_rank` on the token embedding (-1 = 2r, the paper's "qv r / e 2r");
     # only the adapters train and are saved. 0 = off (full fine-tuning or pretraining).
@@ -298,6 +303,12 @@ def _check_optim(o: OptimConfig, t: TrainConfig) -> None:
     _require(0 <= o.final_lr_frac <= 1, "optim.final_lr_frac", o.final_lr_frac, "must be in [0, 1]")
     _require(0 <= o.warmup_steps <= t.num_steps, "optim.warmup_steps", o.warmup_steps,
              f"must be in [0, train.num_steps={t.num_steps}]")
+    if o.schedule == "wsd":
+        decay = round(o.decay_frac * t.num_steps)
+        _require(0 <= o.decay_frac <= 1 and o.warmup_steps + decay <= t.num_steps,
+                 "optim.decay_frac", o.decay_frac, f"must be in [0, 1] and leave the warmup "
+                 f"(optim.warmup_steps={o.warmup_steps}) room: {decay} decay steps of "
+                 f"train.num_steps={t.num_steps}")
     _require(o.grad_clip >= 0, "optim.grad_clip", o.grad_clip, "must be >= 0 (0 disables)")
     _require(o.grad_accum >= 1 and t.batch_size % o.grad_accum == 0, "optim.grad_accum",
              o.grad_accum, f"must be >= 1 and divide train.batch_size={t.batch_size}")
@@ -314,6 +325,9 @@ def _check_train(t: TrainConfig) -> None:
              "must be >= 0, or -1 for 2 * train.lora_rank")
     _require(not t.lora_ranks or bool(t.init_from), "train.lora_rank", t.lora_rank,
              "LoRA needs the base run: set train.init_from=WORKDIR[:STEP]")
+    _require(not t.init_from_state or (bool(t.init_from) and not t.lora_ranks),
+             "train.init_from_state", t.init_from_state,
+             "needs train.init_from=WORKDIR[:STEP] and no LoRA (the adapters have no source state)")
     _require(t.device_memory_bytes >= 0, "train.device_memory_bytes", t.device_memory_bytes,
              "must be >= 0 (0 = ask the device)")
 

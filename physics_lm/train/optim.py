@@ -8,14 +8,32 @@ import optax
 from physics_lm.config import OptimConfig
 
 
+def wsd_decay_start(o: OptimConfig, num_steps: int) -> int:
+    """The step where "wsd" leaves its constant phase: the last `decay_frac` of the run decays."""
+    return num_steps - round(o.decay_frac * num_steps)
+
+
 def lr_schedule(o: OptimConfig, num_steps: int) -> optax.Schedule:
-    """Linear warmup 0 -> lr, then cosine/linear decay to `final_lr_frac * lr` at num_steps."""
+    """Linear warmup 0 -> lr, then down to `final_lr_frac * lr` at num_steps.
+
+    "cosine" / "linear" decay over everything after the warmup; "constant" never decays; "wsd"
+    (warmup-stable-decay) holds lr until `wsd_decay_start` and decays linearly over the last
+    `decay_frac` of the run. Only "wsd" makes a run extensible: a longer run with the same
+    settings has the same lr up to the shorter one's decay, so a fork from a checkpoint of the
+    stable phase (`train.init_from_state`) continues it exactly (README: extending a run).
+    """
     final = o.lr * o.final_lr_frac
     decay_steps = max(num_steps - o.warmup_steps, 1)
     if o.schedule == "cosine":
         decay = optax.cosine_decay_schedule(o.lr, decay_steps, alpha=o.final_lr_frac)
     elif o.schedule == "linear":
         decay = optax.linear_schedule(o.lr, final, decay_steps)
+    elif o.schedule == "wsd":
+        start = wsd_decay_start(o, num_steps)
+        decay = optax.join_schedules(
+            [optax.constant_schedule(o.lr),
+             optax.linear_schedule(o.lr, final, max(num_steps - start, 1))],
+            [start - o.warmup_steps])
     else:
         decay = optax.constant_schedule(o.lr)
     if o.warmup_steps == 0:
