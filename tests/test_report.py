@@ -116,6 +116,8 @@ def test_learning_curves_follow_init_from_forks(tmp_path):
                             {**_analysis(10, 0.9, 0.001, "T0.1"), **_analysis(10, 0.5, 0.005)}],
              init_from=str(base))
     _cfg_run(root / "ext_at10", [_analysis(10, 0.4, 0.008)], init_from=f"{base}:10")
+    _cfg_run(root / "cont_at10", [_analysis(12, 0.4, 0.008)], init_from=f"{base}:10",
+             init_from_state=True)  # its step 12 is the 2nd after the fork
     _cfg_run(root / "ext_of_ext", [_analysis(10, 0.6, 0.004)], init_from=str(root / "ext"))
     _cfg_run(root / "orphan", [_analysis(10, 0.2, 0.03)], init_from=str(tmp_path / "gone"))
     per_step = 8 * 64
@@ -125,6 +127,7 @@ def test_learning_curves_follow_init_from_forks(tmp_path):
         (10, 30 * per_step, 0.45, 0.5, 0.005, 64)]
     assert [(n, [p.step for p in pts]) for n, pts in ext.sources] == [("base", [10, 20])]
     assert by["ext_at10"].points[0].tokens == 20 * per_step
+    assert by["cont_at10"].points[0].tokens == 12 * per_step
     chain = by["ext_of_ext"]  # ext has no checkpoints yet: its step is unknown
     assert not chain.chain_found and chain.points[0].tokens == 10 * per_step
     assert not by["orphan"].chain_found

@@ -11,7 +11,9 @@ a step trains on (with the default `packing="pack"` every slot is a training tok
 A run started with `train.init_from=SOURCE[:STEP]` continues its source's curve: its tokens are
 counted from the source's (STEP, or else the source's latest checkpoint, the one a fresh fork
 loads, × the source's tokens per step), so a fork that extends a run reads as one curve. The
-fork has its own warm-up and schedule; its first points therefore show the fresh warm-up.
+fork has its own warm-up and schedule; its first points therefore show the fresh warm-up. A fork
+with `train.init_from_state=True` numbers its steps on from the source's (its step STEP + k is
+the k-th step after the fork), so the fork's own steps before STEP are not counted twice.
 """
 
 from __future__ import annotations
@@ -131,7 +133,10 @@ def _start(run: Run, depth: int = 0) -> tuple[int, list[tuple[str, list[Point]]]
         return 0, [], False
     offset, sources, found = _start(src, depth + 1)
     mine = [p for p in points(read_metrics(src_dir), per_step, offset) if p.step <= step]
-    return offset + step * per_step, [*sources, (src_dir.name, mine)], found
+    start = offset + step * per_step
+    if run.cfg("train", "init_from_state") is True:  # its steps go on from `step`
+        start -= step * (tokens_per_step(run) or per_step)
+    return start, [*sources, (src_dir.name, mine)], found
 
 
 def curve(run: Run) -> Curve | None:
