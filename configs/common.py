@@ -13,6 +13,7 @@ import dataclasses
 import ml_collections
 
 from physics_lm import modes
+from physics_lm.config import MeshConfig, ModelConfig, OptimConfig, TrainConfig
 
 
 def get_config(family: str) -> ml_collections.ConfigDict:
@@ -23,15 +24,12 @@ def get_config(family: str) -> ml_collections.ConfigDict:
     c.tag = ""  # analysis modes: write to workdir/<mode>-<tag>/ (README: The workdir is the run)
     c.task = ml_collections.ConfigDict({"name": family})
     c.model = model(12, 12, 768, max_len=1024)
-    c.optim = ml_collections.ConfigDict(dict(
-        lr=3e-4, b1=0.9, b2=0.98, eps=1e-8, weight_decay=0.1, warmup_steps=1000,
-        schedule="cosine", final_lr_frac=0.0, grad_clip=1.0, grad_accum=1))
-    c.train = ml_collections.ConfigDict(dict(
-        batch_size=96, num_steps=100_000, log_every=100, eval_every=2000, eval_batches=4,
-        checkpoint_every=2000, keep_checkpoints=3, peak_flops_per_device=0.0,
-        device_memory_bytes=0, init_from="", lora_rank=0, lora_embed_rank=-1,
-        analysis_every=0))
-    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, distributed=False))
+    c.optim = section(OptimConfig, lr=3e-4, b1=0.9, b2=0.98, eps=1e-8, weight_decay=0.1,
+                      warmup_steps=1000, schedule="cosine", final_lr_frac=0.0, grad_clip=1.0,
+                      grad_accum=1)
+    c.train = section(TrainConfig, batch_size=96, num_steps=100_000, log_every=100,
+                      eval_every=2000, eval_batches=4, checkpoint_every=2000, keep_checkpoints=3)
+    c.mesh = section(MeshConfig, data=-1, fsdp=1, tensor=1, distributed=False)
     for mode in modes.ANALYSIS_MODES:
         handler = modes.family_handler(mode, family)
         if handler is not None:
@@ -39,13 +37,17 @@ def get_config(family: str) -> ml_collections.ConfigDict:
     return c
 
 
+def section(cls: type, **values) -> ml_collections.ConfigDict:
+    """Every field of the dataclass `cls` at its default, with `values` on top: a key added to
+    the dataclass is overridable from the command line without an edit here."""
+    unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"configs/common.py {cls.__name__}: unknown keys {sorted(unknown)}")
+    return ml_collections.ConfigDict({**dataclasses.asdict(cls()), **values})
+
+
 def model(layers: int, heads: int, width: int, *, max_len: int, **kw) -> ml_collections.ConfigDict:
     """A GPT-2 section: `layers` blocks of `heads` heads, d_model `width`, rotary by default."""
-    m = dict(num_layers=layers, num_heads=heads, d_model=width, d_mlp=0, vocab_size=0,
-             max_len=max_len, pos="rotary", rel_max_distance=128, rope_base=10_000.0,
-             dropout=0.0, tie_embeddings=True, compute_dtype="bfloat16", remat=False,
-             remat_policy="", attention="xla", attention_fallback="warn")
-    unknown = set(kw) - set(m)
-    if unknown:
-        raise ValueError(f"configs/common.py model(): unknown keys {sorted(unknown)}")
-    return ml_collections.ConfigDict({**m, **kw})
+    return section(ModelConfig, **{**dict(num_layers=layers, num_heads=heads, d_model=width,
+                                          max_len=max_len, pos="rotary",
+                                          compute_dtype="bfloat16"), **kw})
