@@ -35,13 +35,8 @@ from physics_lm.train.steps import TrainState
 
 
 def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
-    leaves = jax.tree_util.tree_leaves_with_path(tree)
-    return {jax.tree_util.keystr(k): tuple(v.shape) for k, v in leaves}
-
-
-def _paths(tree: Any) -> dict[str, tuple[int, ...]]:
-    """Leaf shapes by a path that reads the same for a live optax state (named tuples) and its
-    checkpoint metadata (lists and dicts): "1/0/mu/wte/embedding"."""
+    """Leaf shapes by a path that reads the same for a live tree (an optax state's named tuples)
+    and its checkpoint metadata (lists and dicts): "blocks_0/attn/qkv_kernel", "1/0/mu/wte"."""
     def part(entry: Any) -> str:
         return str(next((getattr(entry, a) for a in ("key", "idx", "name") if hasattr(entry, a)),
                         entry))
@@ -110,7 +105,7 @@ def load_state(exp: Experiment, spec: str) -> TrainState:
 
     The params are checked as in `load_params`; the optimizer state must hold the same tensors
     (an optimizer chain that differs, e.g. `optim.grad_clip` on in one run and off in the other,
-    is refused naming the counts). Logs the learning rate the source's own schedule had at that
+    is refused naming tensors that differ). Logs the learning rate the source's own schedule had at that
     step beside this run's, so a jump is visible.
     """
     num_steps = exp.cfg.train.num_steps
@@ -120,7 +115,7 @@ def load_state(exp: Experiment, spec: str) -> TrainState:
                               f", not before this run's train.num_steps={num_steps}")
         meta = mgr.item_metadata(step)
         _check_params(where, _shapes(meta["params"]), _shapes(exp.abstract_params))
-        saved, want = _paths(meta["opt_state"]), _paths(exp.abstract_state.opt_state)
+        saved, want = _shapes(meta["opt_state"]), _shapes(exp.abstract_state.opt_state)
         if saved != want:
             odd = sorted(set(saved.items()) ^ set(want.items()))
             raise ConfigError(
