@@ -105,8 +105,8 @@ def load_state(exp: Experiment, spec: str) -> TrainState:
 
     The params are checked as in `load_params`; the optimizer state must hold the same tensors
     (an optimizer chain that differs, e.g. `optim.grad_clip` on in one run and off in the other,
-    is refused naming tensors that differ). Logs the learning rate the source's own schedule had at that
-    step beside this run's, so a jump is visible.
+    is refused naming tensors that differ). Logs the learning rate the source's own schedule had
+    at that step beside this run's, so a jump is visible.
     """
     num_steps = exp.cfg.train.num_steps
     with _source(spec, ocp.StandardCheckpointHandler()) as (mgr, step, where):
