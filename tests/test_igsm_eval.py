@@ -88,6 +88,11 @@ def test_eval_mode_writes_generations_that_recount_to_the_summary(load_config, t
             recount = igsm_eval.summarize(mine, m["in_distribution"])
             assert json.loads(json.dumps(recount)) == m, (model, name)
             assert m["accuracy"] == np.mean([r["correct"] for r in mine])
+            by_op = m["by_op"]  # the cell's problems split by op, none lost
+            assert sum(b["n"] for b in by_op.values()) == m["n"]
+            assert sum(b["n"] * b["accuracy"] for b in by_op.values()) == sum(r["correct"]
+                                                                            for r in mine)
+            assert {int(op) for op in by_op} == {r["op"] for r in mine}
     pngs = ("igsm_accuracy.png", "igsm_errors.png", "igsm_token_kinds.png")
     assert all((tmp_path / "eval" / png).stat().st_size > 0 for png in pngs)
     for cells in (doc["teacher_forced"], doc["control"]["teacher_forced"]):

@@ -10,7 +10,8 @@ official `true_correct` semantics). Per cell (`cells[name]`):
   unnecessary_params / unnecessary_ops (mean per correct solution: parameters outside the
   necessary set, and computation steps beyond the problem's op); back_mean ([BACK] sentences per
   generation); truncated (no answer within max_new tokens); error_kinds (histogram of the first
-  error's kind over wrong generations); op_mean; in_distribution; templates ("test", or "seen"
+  error's kind over wrong generations); op_mean; by_op ({op: {n, accuracy}}: a cell such as
+  op<=15 mixes ops, and accuracy falls with op); in_distribution; templates ("test", or "seen"
   for the diagnostic `seen:op<=M` / `seen:op=M` cells of the training template bins, evaluated
   only when named in `eval.cells`).
 Every generation with its verdict goes to `eval/igsm_generations.jsonl` (cell, op, problem,
@@ -234,6 +235,9 @@ def summarize(rows: list[dict[str, Any]], in_distribution: bool) -> dict[str, An
     lo, hi = wilson(k, n)
     mean = lambda xs: float(np.mean(xs)) if len(xs) else None
     kinds = collections.Counter(r["error_kind"] or "unknown" for r in rows if not r["correct"])
+    ops = collections.defaultdict(list)
+    for r in rows:
+        ops[r["op"]].append(r["correct"])
     return {"n": n, "accuracy": k / n if n else None, "acc_lo": lo, "acc_hi": hi,
             "shortest_frac": mean([r["shortest"] for r in correct]),
             "unnecessary_params": mean([r["n_unnecessary"] for r in correct]),
@@ -242,6 +246,8 @@ def summarize(rows: list[dict[str, Any]], in_distribution: bool) -> dict[str, An
             "back_mean_correct": mean([r["n_back"] for r in correct]),
             "truncated": sum(r["error_kind"] == "truncated" for r in rows),
             "error_kinds": dict(sorted(kinds.items())), "op_mean": mean([r["op"] for r in rows]),
+            "by_op": {str(op): {"n": len(c), "accuracy": sum(c) / len(c)}
+                      for op, c in sorted(ops.items())},
             "in_distribution": in_distribution,
             "templates": "seen" if rows and rows[0]["cell"].startswith(cells_lib.SEEN) else "test"}
 
@@ -274,9 +280,12 @@ def evaluate_igsm(model_cfg: ModelConfig, params: Any, task: IGSMTask, ec: IGSME
         all_rows += [{**r, "model": tag} for r in rows]
         done += len(rows)
         rate = done / (time.perf_counter() - t0)
-        logging.info("eval[%s] %s: accuracy %.3f (n=%d) · %.1f problems/s · ETA %.0fs", tag,
-                     name, out[name]["accuracy"], len(rows), rate,
-                     (len(names) - i - 1) * ec.n / rate)
+        by_op = out[name]["by_op"]
+        logging.info("eval[%s] %s: accuracy %.3f (n=%d)%s · %.1f problems/s · ETA %.0fs", tag,
+                     name, out[name]["accuracy"], len(rows),
+                     "; by op " + ", ".join(f"{op}: {m['accuracy']:.2f} ({m['n']})"
+                                            for op, m in by_op.items()) if len(by_op) > 1 else "",
+                     rate, (len(names) - i - 1) * ec.n / rate)
     seconds = time.perf_counter() - t0
     return {"cells": out, **({"teacher_forced": forced} if forced else {}), "throughput": {
         "problems_per_s": done / seconds, "seconds": seconds, "decoder": ec.decoder,
