@@ -58,6 +58,15 @@ def test_cells_are_the_papers(task, names, first_ood):
         assert cell.op == want, name
 
 
+def test_a_task_from_json_lists_keys_the_same_caches():
+    """A config read back from JSON gives train_bins as a list: the task (and its cells, which
+    key compiled samplers) must still hash, and equal the tuple form."""
+    listed = IGSMTask("custom", max_op=4, max_edge=6, seq_len=320, train_bins=list(range(16)))
+    tupled = IGSMTask("custom", max_op=4, max_edge=6, seq_len=320)
+    assert listed == tupled and hash(listed) == hash(tupled)
+    assert all(hash(c) == hash(eval_cells(tupled)[n]) for n, c in eval_cells(listed).items())
+
+
 def test_cell_keys_are_pure_and_distinct():
     names = list(eval_cells(MED))
     keys = [tuple(np.asarray(cell_key(s, n)).tolist()) for s in (0, 1) for n in names]

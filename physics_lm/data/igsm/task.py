@@ -112,6 +112,8 @@ class IGSMTask:
     packing: str = "single"
 
     def __post_init__(self) -> None:
+        # a list (a config read from JSON) would make the task unhashable: it keys jit caches
+        object.__setattr__(self, "train_bins", tuple(self.train_bins))
         if self.preset not in (*PRESETS, "custom"):
             raise ValueError(f"preset: unknown value {self.preset!r} (med, hard or custom)")
         if self.preset == "custom" and (self.max_op is None or self.max_edge is None):
