@@ -18,9 +18,9 @@ def lr_schedule(o: OptimConfig, num_steps: int) -> optax.Schedule:
 
     "cosine" / "linear" decay over everything after the warmup; "constant" never decays; "wsd"
     (warmup-stable-decay) holds lr until `wsd_decay_start` and decays linearly over the last
-    `decay_frac` of the run. Only "wsd" makes a run extensible: a longer run with the same
-    settings has the same lr up to the shorter one's decay, so a fork from a checkpoint of the
-    stable phase (`train.init_from_state`) continues it exactly (README: extending a run).
+    `decay_frac` of the run. With "wsd" (or "constant") a longer run with the same settings has
+    the same lr as a shorter one up to the shorter one's decay, so a fork from a checkpoint of
+    the stable phase (`train.init_from_state`) continues it exactly (README: extending a run).
     """
     final = o.lr * o.final_lr_frac
     decay_steps = max(num_steps - o.warmup_steps, 1)
