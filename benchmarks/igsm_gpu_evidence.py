@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent)]  # the repo, without an install
+sys.path[:0] = [str(HERE.parent), str(HERE)]  # the repo (without an install) and the suite
+
+from accelerator_suite import device_info  # noqa: E402  (card, driver, peak: as the suite's)
 
 CELLS = ("op<=4", "op=9", "seen:op<=4")
 QUICK_CELLS = ("seen:op<=4",)
@@ -61,14 +63,6 @@ def run_config(*, layers: int, batch: int, num_steps: int, quick: bool, eval_n: 
 
 def _write(out_dir: Path, result: dict[str, Any]) -> None:
     (out_dir / "evidence.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-
-
-def _device() -> dict[str, Any]:
-    import jax
-
-    d = jax.devices()[0]
-    return {"platform": d.platform, "device_kind": d.device_kind, "count": jax.device_count(),
-            "jax": jax.__version__}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -105,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             d[section] = {**d[section], **values} if isinstance(values, dict) else values
         return from_config_dict(d)
 
-    result: dict[str, Any] = {"device": _device(), "budget_s": budget, "batch": batch,
+    result: dict[str, Any] = {"device": device_info(), "budget_s": budget, "batch": batch,
                               "layers": layers, "seq_len": 320}
     t = time.perf_counter()
     calib_steps = 4 if quick else 20
@@ -146,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def table(r: dict[str, Any]) -> str:
     tr = r["train"]
-    lines = [f"device: {r['device']['device_kind']} ({r['device']['platform']}, jax "
+    lines = [f"device: {r['device']['card']} ({r['device']['backend']}, jax "
              f"{r['device']['jax']}); {r['layers']} layers, batch {r['batch']} x 320",
              f"trained {tr['steps']} steps = {tr['tokens'] / 1e6:.1f}M tokens in "
              f"{tr['wall_s']:.0f} s; loss {tr['loss']:.4f}, held-out (test templates) "
