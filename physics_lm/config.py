@@ -295,6 +295,11 @@ def _check_model(m: ModelConfig) -> None:
                  f"{why} (model.attention_fallback=error)")
 
 
+def wsd_decay_start(o: OptimConfig, num_steps: int) -> int:
+    """The step where "wsd" leaves its constant phase: the last `decay_frac` of the run decays."""
+    return num_steps - round(o.decay_frac * num_steps)
+
+
 def _check_optim(o: OptimConfig, t: TrainConfig) -> None:
     _require(o.lr > 0, "optim.lr", o.lr, "must be > 0")
     _require(0 <= o.b1 < 1 and 0 <= o.b2 < 1, "optim.b1/b2", (o.b1, o.b2), "must be in [0, 1)")
@@ -304,7 +309,7 @@ def _check_optim(o: OptimConfig, t: TrainConfig) -> None:
     _require(0 <= o.warmup_steps <= t.num_steps, "optim.warmup_steps", o.warmup_steps,
              f"must be in [0, train.num_steps={t.num_steps}]")
     if o.schedule == "wsd":
-        decay = round(o.decay_frac * t.num_steps)
+        decay = t.num_steps - wsd_decay_start(o, t.num_steps)
         _require(0 <= o.decay_frac <= 1 and o.warmup_steps + decay <= t.num_steps,
                  "optim.decay_frac", o.decay_frac, f"must be in [0, 1] and leave the warmup "
                  f"(optim.warmup_steps={o.warmup_steps}) room: {decay} decay steps of "

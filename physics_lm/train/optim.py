@@ -5,12 +5,7 @@ from __future__ import annotations
 import jax
 import optax
 
-from physics_lm.config import OptimConfig
-
-
-def wsd_decay_start(o: OptimConfig, num_steps: int) -> int:
-    """The step where "wsd" leaves its constant phase: the last `decay_frac` of the run decays."""
-    return num_steps - round(o.decay_frac * num_steps)
+from physics_lm.config import OptimConfig, wsd_decay_start
 
 
 def lr_schedule(o: OptimConfig, num_steps: int) -> optax.Schedule:
