@@ -52,3 +52,24 @@ def test_quick_run_trains_to_the_budget_and_evaluates(tmp_path):
     assert len(rows) == 4 and json.loads((out / "igsm.json").read_text())["cells"] == r["eval"][
         "cells"]
     assert "| seen:op<=4 | 4 |" in done.stdout
+    # the V-probe phase: both tasks, in and out of distribution, trained and control, its file kept
+    probe = r["probe"]["results"]
+    assert set(probe) == set(ev.PROBE_TASKS) and r["probe"]["steps"] == 3
+    for task in ev.PROBE_TASKS:
+        assert set(probe[task]) == {"id", "op=9"}
+        for cell in probe[task].values():
+            assert {"trained", "control", "majority"} <= set(cell)
+            assert cell["trained"]["n"] == cell["control"]["n"] > 0
+            assert 0.0 <= cell["trained"]["acc"] <= 1.0
+    assert json.loads((out / "probe_igsm.json").read_text())["results"] == probe
+    assert "| can_next | id |" in done.stdout and "| nece | op=9 |" in done.stdout
+
+
+def test_probe_steps_zero_skips_the_probe_and_a_negative_count_is_refused(tmp_path):
+    bad = subprocess.run([sys.executable, str(BENCH / "igsm_gpu_evidence.py"), "--quick",
+                          "--probe_steps", "-1", "--out_dir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--probe_steps=-1" in bad.stderr
+    cfg = from_config_dict(ev.run_config(layers=8, batch=512, num_steps=100, quick=False,
+                                         eval_n=256, cells=ev.CELLS, probe_steps=2000))
+    assert cfg.probe.steps == 2000 and cfg.probe.tasks == ev.PROBE_TASKS and not cfg.probe.depth
