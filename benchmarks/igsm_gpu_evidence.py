@@ -72,7 +72,8 @@ def run_config(*, layers: int, batch: int, num_steps: int, quick: bool, eval_n: 
 
 def probe_config(steps: int, quick: bool) -> dict[str, Any]:
     """The V-probe of the evidence: the paper's recipe (lr 0.002, linear decay, wd 0.01, one ΔE
-    per task, 10 queries per problem) at `steps` steps of 128 problems, no depth study."""
+    per task, 10 queries per problem) at `steps` steps of 128 problems, no depth study. The
+    section is validated (steps >= 1) with every config, also when `--probe_steps 0` skips it."""
     return {"steps": max(steps, 1), "batch_size": 8 if quick else 128, "lr": 0.002,
             "schedule": "linear", "weight_decay": 0.01, "eval_batches": 1 if quick else 8,
             "tasks": list(PROBE_TASKS), "queries": 3 if quick else 10, "delta": "per_task",
