@@ -17,12 +17,16 @@ from pathlib import Path
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from physics_lm import modes
+from physics_lm import compile_cache, modes
 from physics_lm.config import ConfigError, from_config_dict
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:arg].",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (config, metrics, checkpoints).")
+_COMPILE_CACHE = flags.DEFINE_string(
+    "compile_cache", compile_cache.DEFAULT_DIR,
+    "Persistent XLA compilation cache folder, shared by runs ('' = none; "
+    "physics_lm/compile_cache.py).")
 
 
 class _QuietLibraries(std_logging.Filter):
@@ -92,6 +96,8 @@ def main(argv: list[str]) -> int:
         _fail("--config and --workdir are required")
     try:
         cfg = from_config_dict(_CONFIG.value)
+        cache = compile_cache.enable(_COMPILE_CACHE.value, explicit=_COMPILE_CACHE.present)
+        logging.info("compilation cache: %s", cache or "off")
         if cfg.mesh.distributed:
             from physics_lm.train import distributed
             distributed.initialize()

@@ -21,6 +21,8 @@ def _run(*args: str, cwd) -> subprocess.CompletedProcess:
     (("--config=configs/igsm.py:preset=easy",), "preset='easy'; known: med, hard"),
     (("--config=configs/quickstart.py", "--config.model.num_layers=abc"),
      "--config.model.num_layers=abc: invalid literal"),
+    (("--config=configs/quickstart.py", "--compile_cache=/dev/null/cache"),
+     "--compile_cache=/dev/null/cache: cannot use this folder (Not a directory)"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, needle):
     root = Path(__file__).resolve().parents[1]

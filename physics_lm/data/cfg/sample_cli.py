@@ -17,6 +17,7 @@ import sys
 import jax
 import numpy as np
 
+from physics_lm import compile_cache
 from physics_lm.data.cfg.grammar import Grammar, load_grammar
 from physics_lm.data.cfg.reference import global_ancestors, sample_reference
 from physics_lm.data.cfg.sampler import CFGStrings, sample_from_keys
@@ -32,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="-", help="output .jsonl path, '-' for stdout")
     parser.add_argument("--reference", action="store_true",
                         help="use the seed-exact host sampler (official strings, slow)")
+    compile_cache.add_argument(parser)
 
 
 @functools.partial(jax.jit, static_argnames=("grammar",))
@@ -65,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
     grammar = load_grammar(args.grammar)  # ValueError naming the value and the known names
     if args.n < 1:
         raise ValueError(f"--n={args.n} must be >= 1")
+    if not args.reference:
+        compile_cache.enable_from_arg(args.compile_cache)
     make = _reference_records if args.reference else _jax_records
     with contextlib.ExitStack() as stack:
         if args.out == "-":

@@ -27,6 +27,8 @@ import json
 import sys
 import time
 
+from physics_lm import compile_cache
+
 FIELDS = ("n_solution_params", "question_kind", "template_bin", "depth", "n_sentences")
 
 
@@ -48,6 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="retry data: probability of each further BACK sentence (0, 0.75]")
     parser.add_argument("--batch", type=int, default=256, help="problems per jitted call")
     parser.add_argument("--out", required=True, help="output JSONL ('-' = stdout)")
+    compile_cache.add_argument(parser)
 
 
 def run(ns: argparse.Namespace) -> int:
@@ -59,6 +62,7 @@ def run(ns: argparse.Namespace) -> int:
 
     if ns.n < 1:
         raise ValueError(f"--n={ns.n} must be >= 1")
+    compile_cache.enable_from_arg(ns.compile_cache)
     rate = ns.retry_rate if ns.retry_rate is not None else 0.0
     if ns.retry != "none" and ns.retry_rate is None:
         raise ValueError(f"--retry {ns.retry} needs --retry_rate")
