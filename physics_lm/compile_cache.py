@@ -30,7 +30,8 @@ ENV = "JAX_COMPILATION_CACHE_DIR"
 
 
 def enable(directory: str = DEFAULT_DIR, *, explicit: bool = False) -> Path | None:
-    """Points JAX's persistent compilation cache at `directory`; returns the folder in use.
+    """Points JAX's persistent compilation cache at `directory`; returns the local folder in use
+    (None: no cache, or a remote one such as gs://bucket/cache, passed to JAX as it is).
 
     Call before the first compile. Precedence: a folder the user gave (`explicit`; "" = none),
     then JAX_COMPILATION_CACHE_DIR, then `directory`. A folder that cannot be created is a
@@ -44,6 +45,9 @@ def enable(directory: str = DEFAULT_DIR, *, explicit: bool = False) -> Path | No
     if not directory:
         if explicit:
             jax.config.update("jax_enable_compilation_cache", False)
+        return None
+    if "://" in directory:  # gs://… on a pod: one cache for every host, opened by JAX (etils)
+        jax.config.update("jax_compilation_cache_dir", directory)
         return None
     path = Path(directory).expanduser()
     try:

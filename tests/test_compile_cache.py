@@ -36,6 +36,9 @@ def test_the_folder_given_wins_then_the_environment_then_the_default(
     assert compile_cache.enable(str(tmp_path / "default")) == tmp_path / "default"
     assert (tmp_path / "default").is_dir()
     assert jax.config.values["jax_compilation_cache_dir"] == str(tmp_path / "default")
+    assert compile_cache.enable("gs://bucket/cache", explicit=True) is None  # JAX opens it
+    assert jax.config.values["jax_compilation_cache_dir"] == "gs://bucket/cache"
+    assert not Path("gs:").exists()
     monkeypatch.setenv(compile_cache.ENV, str(tmp_path / "env"))
     assert compile_cache.enable("", explicit=True) is None  # "" = none, even over the env
     assert jax.config.values["jax_enable_compilation_cache"] is False
