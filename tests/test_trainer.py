@@ -127,6 +127,25 @@ def test_undefined_metrics_are_logged_as_strict_json_null(tmp_path):
                    "eval/x": None}
 
 
+def test_metric_names_become_tensorboard_tags_without_a_log_line_each(tmp_path, caplog):
+    """iGSM eval metrics carry cell names (`seen:op<=4`); tensorboardX would rename each and log
+    one INFO line per scalar at every eval."""
+    pytest.importorskip("tensorboardX")
+    from physics_lm.train.metrics import MetricsWriter, tensorboard_tag
+
+    assert tensorboard_tag("eval/cells/seen:op<=4/accuracy") == "eval/cells/seen_op__4/accuracy"
+    assert tensorboard_tag("/loss") == "loss" and tensorboard_tag("eval/a-b.c_1") == "eval/a-b.c_1"
+    writer = MetricsWriter(tmp_path)
+    with caplog.at_level("INFO"):
+        writer.write(3, {"eval/cells/seen:op<=4/accuracy": 0.5, "eval/cells/op=9/accuracy": 0.25})
+    writer.close()
+    assert "is illegal" not in caplog.text
+    row = json.loads((tmp_path / "metrics.jsonl").read_text())  # the JSON keeps the real names
+    assert row["eval/cells/seen:op<=4/accuracy"] == 0.5
+    events = b"".join(p.read_bytes() for p in (tmp_path / "tb").iterdir())
+    assert b"eval/cells/seen_op__4/accuracy" in events and b"eval/cells/op_9/accuracy" in events
+
+
 def test_relaunch_with_different_config_is_refused(tmp_path):
     train_and_evaluate(_cfg(train={"num_steps": 2}), tmp_path)
     with pytest.raises(ValueError, match=r"different config.*optim.lr"):
