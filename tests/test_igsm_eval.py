@@ -1,6 +1,7 @@
 """iGSM evaluation: the plumbing judges the sampler's own solutions correct (an oracle decoder),
 and every number of eval/igsm.json is a recount of eval/igsm_generations.jsonl."""
 
+import dataclasses
 import json
 
 import jax
@@ -11,6 +12,7 @@ import pytest
 from physics_lm.analysis import run_analysis
 from physics_lm.config import ModelConfig, from_config_dict
 from physics_lm.data.igsm import cells as cells_lib
+from physics_lm.data.igsm.text.vocab import get_vocab
 from physics_lm.eval import igsm_eval
 from physics_lm.eval.decode import DecodeResult
 
@@ -72,6 +74,114 @@ def test_a_truncated_generation_counts_its_back_sentences(reference_records):
     assert row["error_kind"] == "truncated" and not row["correct"]
     assert row["n_back"] == 3
     assert igsm_eval.summarize([row], True)["back_mean"] == 3.0
+
+
+def test_rows_cut_while_right_are_decoded_again_with_the_whole_budget(load_config, monkeypatch):
+    """A correct solution longer than the op-based budget is not counted wrong: the rows the
+    budget cut with every sentence right get a second pass at 2048 - prompt tokens."""
+    cfg = _smoke(load_config, teacher_forced=False)
+    task = __import__("physics_lm.data.registry", fromlist=["build_task"]).build_task(cfg.task)
+    truth, budgets = {}, []
+
+    def oracle(model_cfg, params, key, prompt, prompt_len, max_new, ec):
+        budgets.append(max_new)
+        B, L = len(prompt), prompt.shape[1] + max_new
+        tokens, length = np.zeros((B, L), np.int32), np.zeros(B, np.int32)
+        done = np.zeros(B, bool)
+        for b in range(B):
+            row = truth[tuple(prompt[b, : prompt_len[b]].tolist())][: prompt_len[b] + max_new]
+            tokens[b, : len(row)], length[b] = row, len(row)
+            done[b] = row[-1] == get_vocab().eos_id
+        return DecodeResult(jnp.asarray(tokens), jnp.asarray(length), jnp.asarray(prompt_len),
+                            jnp.asarray(done), jnp.zeros(B))
+
+    real_batch = cells_lib.cell_batch
+
+    def remember(task_, seed, name, n):
+        batch = real_batch(task_, seed, name, n)
+        tok, lab = jax.device_get((batch.tokens, batch.labels))
+        for b in range(n):
+            end = int(lab["ans_pos"][b]) + 3
+            truth[tuple(tok[b, : int(lab["sol_pos"][b]) + 1].tolist())] = tok[b, :end].tolist()
+        return batch
+
+    monkeypatch.setattr(cells_lib, "cell_batch", remember)
+    monkeypatch.setattr(igsm_eval, "_decode", oracle)
+    monkeypatch.setattr(igsm_eval, "_budget", lambda *a: 12)  # a few words: every row is cut
+    model_cfg = ModelConfig(num_layers=1, num_heads=2, d_model=16, vocab_size=task.vocab_size,
+                            max_len=64, pos="rotary")
+    doc, rows = igsm_eval.evaluate_igsm(model_cfg, None, task,
+                                        dataclasses.replace(cfg.eval, cells=("op<=3",)))
+    m = doc["cells"]["op<=3"]
+    assert m["accuracy"] == 1.0 and m["extended"] == 6 and m["truncated"] == 0
+    P = -(-max(len(k) for k in truth) // 64) * 64  # the prompt buffer: rounded up to 64
+    assert budgets == [12, 12] + [igsm_eval.MAX_TOTAL - P] * 2  # 6 rows in batches of 4
+    assert all(r["extended"] for r in rows)
+
+
+def test_only_rows_without_an_error_so_far_count_as_cut_while_right(reference_records):
+    rec = reference_records("igsm/med_pq_public")[0]
+    problem, sents = rec["problem"], rec["solution"][:-1].split(". ")
+    head, _, old = sents[0].rpartition(" = ")
+    for text, expect in ((". ".join(sents[:2]) + ". Define", True),
+                         (f"{head} = {(int(old) + 1) % 23}. Define", False), ("Def", True)):
+        row = igsm_eval._judged("op<=3", problem, problem, text, text, None, 3, False)
+        assert row["error_kind"] == "truncated"
+        assert igsm_eval._cut_while_right(row) is expect, text
+
+
+def test_stopping_without_an_answer_is_judged_not_called_truncated(reference_records):
+    """EOS without an answer field: never correct, but its steps are judged (the first error is
+    the real one), and it is not counted as cut off by the budget."""
+    rec = reference_records("igsm/med_pq_public")[0]
+    problem, solution = rec["problem"], rec["solution"]
+    row = igsm_eval._judged("op<=3", problem, problem, solution, solution, None, 3, True)
+    assert not row["correct"] and row["error_kind"] == "no_answer"
+    sents = solution[:-1].split(". ")
+    head, _, old = sents[0].rpartition(" = ")
+    wrong = ". ".join([f"{head} = {(int(old) + 1) % 23}", *sents[1:]]) + "."
+    row2 = igsm_eval._judged("op<=3", problem, problem, wrong, wrong, None, 3, True)
+    assert not row2["correct"] and row2["error_kind"] not in ("no_answer", "truncated")
+    assert row2["first_error"] == 0
+    cut = igsm_eval._judged("op<=3", problem, problem, solution, solution, None, 3, False)
+    assert cut["error_kind"] == "truncated"
+    summary = igsm_eval.summarize([row, row2, cut], True)
+    assert summary["truncated"] == 1 and summary["error_kinds"]["no_answer"] == 1
+
+
+def test_a_cells_generations_do_not_depend_on_the_other_cells_listed(load_config, monkeypatch):
+    """The sampling decoder's key is a function of (eval seed, cell name); a cell named twice is
+    refused (its rows would be written twice)."""
+    cfg = _smoke(load_config, teacher_forced=False)
+    task = __import__("physics_lm.data.registry", fromlist=["build_task"]).build_task(cfg.task)
+    keys: dict[str, list] = {}
+
+    def record(model_cfg, params, prompt, prompt_len, max_new, key):
+        keys.setdefault(current[0], []).append(np.asarray(jax.random.key_data(key)).tolist())
+        B = len(prompt)
+        return DecodeResult(jnp.asarray(prompt), jnp.asarray(prompt_len), jnp.asarray(prompt_len),
+                            jnp.ones(B, bool), jnp.zeros(B))
+
+    current = [""]
+    real = igsm_eval.generate_cell
+
+    def tagged(model_cfg, params, task_, name, ec, key, *a, **kw):
+        current[0] = name
+        return real(model_cfg, params, task_, name, ec, key, *a, decode=lambda *x: record(
+            model_cfg, params, *x), **{k: v for k, v in kw.items() if k != "decode"})
+
+    monkeypatch.setattr(igsm_eval, "generate_cell", tagged)
+    model_cfg = ModelConfig(num_layers=1, num_heads=2, d_model=16, vocab_size=task.vocab_size,
+                            max_len=64, pos="rotary")
+    igsm_eval.evaluate_igsm(model_cfg, None, task, dataclasses.replace(cfg.eval,
+                                                                       cells=("op<=3", "op=8")))
+    first = dict(keys)
+    keys.clear()
+    igsm_eval.evaluate_igsm(model_cfg, None, task, dataclasses.replace(cfg.eval, cells=("op=8",)))
+    assert keys["op=8"] == first["op=8"] and first["op=8"] != first["op<=3"]
+    with pytest.raises(Exception, match="named twice"):
+        igsm_eval.evaluate_igsm(model_cfg, None, task,
+                                dataclasses.replace(cfg.eval, cells=("op=8", "op=8")))
 
 
 def test_eval_mode_writes_generations_that_recount_to_the_summary(load_config, tmp_path,

@@ -9,8 +9,11 @@ official `true_correct` semantics). Per cell (`cells[name]`):
   solutions, the share with no unnecessary parameter: the paper's "level-1" evidence);
   unnecessary_params / unnecessary_ops (mean per correct solution: parameters outside the
   necessary set, and computation steps beyond the problem's op); back_mean ([BACK] sentences per
-  generation); truncated (no answer within max_new tokens); error_kinds (histogram of the first
-  error's kind over wrong generations); op_mean; by_op ({op: {n, accuracy}}: a cell such as
+  generation); truncated (no answer within max_new tokens); extended (rows the first budget
+  cut while every sentence was right, decoded again with the whole budget); error_kinds
+  (histogram of the first error's kind over wrong generations; `no_answer`: stopped at EOS with
+  right steps but no answer field, never counted correct; a row that stopped without one and
+  erred earlier counts that error); op_mean; by_op ({op: {n, accuracy}}: a cell such as
   op<=15 mixes ops, and accuracy falls with op); in_distribution; templates ("test", or "seen"
   for the diagnostic `seen:op<=M` / `seen:op=M` cells of the training template bins, evaluated
   only when named in `eval.cells`).
@@ -21,11 +24,14 @@ from it. Plots: accuracy by cell (ID vs OOD) and error kinds.
 The `eval` config section (`IGSMEvalConfig`): n=4096 (the paper's count), cells=() (all; or a
 tuple of names, e.g. `--config.eval.cells="('op<=15','reask')"`), decoder="greedy" | "beam" |
 "sample", beam=4, temperature=1.0 (decoder="sample"), max_new=0 (0 = enough for the cell's op
-bound, at most 2048 - prompt), decode_batch=256, seed=0, step=-1 (latest checkpoint),
+bound, at most 2048 - prompt; rows it cuts while still right are decoded again with 2048 - prompt,
+greedy and beam), decode_batch=256, seed=0, step=-1 (latest checkpoint),
 control=False (also the random-init model), plots=True, dataset="" (sample each cell) or
 "tfds:igsm_eval_cells/<config>": read the first n problems of each cell from that frozen set
-(physics_lm/data/tfds; built from the eval seed in its name, so it holds the problems sampling
-would draw), data_dir="" (where the set was built; "" = TFDS's default), teacher_forced=True
+(physics_lm/data/tfds; built from the eval seed in its name: at the set's own n, default 4,096,
+they are the problems sampling would draw; a smaller eval.n reads a prefix of them, which is not
+what sampling draws at that n: a sampled row depends on n), data_dir="" (where the set was
+built; "" = TFDS's default), teacher_forced=True
 (also `teacher_forced[name]`: the model's loss on the cell's reference solutions by kind of token,
 `eval/igsm_token_kinds.py`: which decisions it has not learned; not from the generations).
 """
@@ -36,6 +42,7 @@ import collections
 import dataclasses
 import math
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -57,6 +64,8 @@ from physics_lm.modes import Handler
 DECODERS = ("greedy", "beam", "sample")
 _PROMPT_BUCKET = 64  # prompt buffers are rounded up to this: few compiled decoders per eval
 MAX_TOTAL = 2048  # the paper's generation budget (prompt + solution)
+_DECODE_STREAM = zlib.crc32(b"decode") & 0x7FFFFFFF
+_EXTEND_STREAM = zlib.crc32(b"extend") & 0x7FFFFFFF
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +106,13 @@ def in_distribution(task: IGSMTask, cell: str) -> bool:
     return cell.startswith("op<=") or cell == f"op={task.resolved_max_op}"
 
 
+def decode_key(seed: int, cell: str) -> jax.Array:
+    """The decoder's key for `cell` (sampling): a function of (eval seed, cell name), like the
+    cell's problems, so a cell's generations do not depend on which other cells are listed; a
+    stream apart from the one that draws the problems."""
+    return jax.random.fold_in(cells_lib.cell_key(seed, cell), _DECODE_STREAM)
+
+
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """95% Wilson score interval of a binomial proportion k/n."""
     if n == 0:
@@ -133,6 +149,26 @@ def _budget(model_cfg: ModelConfig, task: IGSMTask, P: int, ec: IGSMEvalConfig) 
                           f"{model_cfg.max_len}, and absolute positions cannot go past it; set "
                           f"eval.max_new <= {model_cfg.max_len - P} (other schemes can)")
     return max_new
+
+
+def _longest_budget(model_cfg: ModelConfig, P: int, ec: IGSMEvalConfig) -> int:
+    """The second pass's max_new: the paper's MAX_TOTAL - P (learned absolute positions: up to
+    model.max_len); none past the first (0 returned) when the user fixed eval.max_new or the
+    decoder samples (a second pass would draw a new sample, not continue the cut one)."""
+    if ec.max_new or ec.decoder == "sample":
+        return 0
+    total = model_cfg.max_len if model_cfg.pos == "absolute" else MAX_TOTAL
+    return max(total - P, 0)
+
+
+def _cut_while_right(row: dict[str, Any]) -> bool:
+    """Whether a generation was cut by the budget with no error in its complete sentences."""
+    if row["eos"] or row["error_kind"] != "truncated" or row["solution"] is None:
+        return False
+    complete = row["solution"][: row["solution"].rfind(".") + 1]
+    if not complete.strip(" ."):
+        return True  # not one sentence yet: nothing wrong so far
+    return judge_problem(parse_problem(row["problem"]), complete, None).first_error is None
 
 
 # decode(prompt_BxP, prompt_len_B, max_new, key) -> DecodeResult: another decoder for a cell
@@ -185,23 +221,37 @@ def generate_cell(model_cfg: ModelConfig, params: Any, task: IGSMTask, name: str
     # when every row of a batch has finished, so a long row no longer keeps short ones waiting.
     order = np.argsort(np.argmax(tokens == vocab.ans_id, axis=1) - sol_pos, kind="stable")
     by_row: dict[int, dict[str, Any]] = {}
-    B = ec.decode_batch
-    for start in range(0, ec.n, B):
-        idx = order[np.arange(start, start + B) % ec.n]  # the last chunk repeats rows: one shape
-        k = jax.random.fold_in(key, start)
-        if decode is None:
-            out = _decode(model_cfg, params, k, prompts[idx], lens[idx], max_new, ec)
-        else:
-            out = decode(prompts[idx], lens[idx], max_new, k)
-        extras = _aux_rows(out)
-        for j, (gen, done) in enumerate(completions(out)[: min(B, ec.n - start)]):
-            r = int(idx[j])
-            prompt_ids = prompts[r, : lens[r]].tolist()
-            problem_text, _, _ = vocab.split_example(prompt_ids)
-            _, solution, answer = vocab.split_example(prompt_ids + gen + [vocab.eos_id] * done)
-            by_row[r] = {**_judged(name, problem_text, vocab.decode(prompt_ids),
-                                   vocab.decode(gen), solution, answer, int(ops[r]),
-                                   done), **extras[j]}
+
+    def decode_rows(rows: np.ndarray, budget: int, stream: jax.Array) -> None:
+        B, m = ec.decode_batch, len(rows)
+        for start in range(0, m, B):
+            idx = rows[np.arange(start, start + B) % m]  # the last chunk repeats rows: one shape
+            k = jax.random.fold_in(stream, start)
+            if decode is None:
+                out = _decode(model_cfg, params, k, prompts[idx], lens[idx], budget, ec)
+            else:
+                out = decode(prompts[idx], lens[idx], budget, k)
+            extras = _aux_rows(out)
+            for j, (gen, done) in enumerate(completions(out)[: min(B, m - start)]):
+                r = int(idx[j])
+                prompt_ids = prompts[r, : lens[r]].tolist()
+                problem_text, _, _ = vocab.split_example(prompt_ids)
+                _, solution, answer = vocab.split_example(prompt_ids + gen
+                                                          + [vocab.eos_id] * done)
+                by_row[r] = {**_judged(name, problem_text, vocab.decode(prompt_ids),
+                                       vocab.decode(gen), solution, answer, int(ops[r]),
+                                       done), **extras[j]}
+
+    decode_rows(order, max_new, key)
+    # Rows the budget cut while every sentence so far was right (a correct solution that also
+    # defines unnecessary parameters can outgrow it) are decoded again with the paper's whole
+    # budget: cutting them would count them wrong and hide them from the level-1 numbers.
+    longer = _longest_budget(model_cfg, P, ec)
+    cut = [r for r in order if longer > max_new and _cut_while_right(by_row[int(r)])]
+    if cut:
+        decode_rows(np.asarray(cut), longer, jax.random.fold_in(key, _EXTEND_STREAM))
+        for r in cut:
+            by_row[int(r)]["extended"] = True
     timing["decode_s"] = timing.get("decode_s", 0.0) + time.perf_counter() - t1
     return [by_row[r] for r in range(ec.n)]
 
@@ -216,11 +266,17 @@ def _judged(cell: str, problem_text: str, prompt: str, generated: str, solution:
         problem = parse_problem(problem_text)
     except ProblemParseError as e:  # our own sampler's text: a generator bug, not the model's
         raise RuntimeError(f"cell {cell}: the sampler's problem does not parse: {e}") from e
-    if solution is None or answer is None:
+    if (solution is None or answer is None) and not done:
         # BACK sentences still count: a retry model that loops on them never reaches an answer
         row.update(correct=False, shortest=False, n_unnecessary=0,
                    n_back=split_steps(generated)[1], n_ops=0, first_error=None,
                    error_kind="truncated", reason="no answer within max_new")
+    elif answer is None:  # stopped (EOS) without an answer field: its steps are still judged
+        verdict = judge_problem(problem, solution or "", None).to_dict()
+        row.update(verdict, correct=False, shortest=False)
+        if verdict["correct"]:  # every step right: the missing answer is the first error
+            row.update(error_kind="no_answer", first_error=None,
+                       reason="stopped (EOS) without an answer")
     else:
         row.update(judge_problem(problem, solution, answer).to_dict())
     row["unnecessary_ops"] = max(row["n_ops"] - problem.n_op, 0) if row["correct"] else None
@@ -245,6 +301,7 @@ def summarize(rows: list[dict[str, Any]], in_distribution: bool) -> dict[str, An
             "back_mean": mean([r["n_back"] for r in rows]),
             "back_mean_correct": mean([r["n_back"] for r in correct]),
             "truncated": sum(r["error_kind"] == "truncated" for r in rows),
+            "extended": sum(bool(r.get("extended")) for r in rows),
             "error_kinds": dict(sorted(kinds.items())), "op_mean": mean([r["op"] for r in rows]),
             "by_op": {str(op): {"n": len(c), "accuracy": sum(c) / len(c)}
                       for op, c in sorted(ops.items())},
@@ -261,17 +318,18 @@ def evaluate_igsm(model_cfg: ModelConfig, params: Any, task: IGSMTask, ec: IGSME
     unknown = [c for c in names if c not in cells]
     if unknown:
         raise ConfigError(f"eval.cells={list(ec.cells)!r}: unknown {unknown}; known: {list(cells)}")
-    key = jax.random.key(ec.seed)
     out: dict[str, Any] = {}
     forced: dict[str, Any] = {}
     all_rows: list[dict[str, Any]] = []
     t0, done, timing = time.perf_counter(), 0, {}
+    if len(set(names)) != len(names):
+        raise ConfigError(f"eval.cells={list(ec.cells)!r}: a cell is named twice")
     for i, name in enumerate(names):
         t_sample = time.perf_counter()
         problems = cell_problems(cells[name], name, ec)
         timing["sample_s"] = timing.get("sample_s", 0.0) + time.perf_counter() - t_sample
-        rows = generate_cell(model_cfg, params, cells[name], name, ec, jax.random.fold_in(key, i),
-                             timing, problems=problems)
+        rows = generate_cell(model_cfg, params, cells[name], name, ec,
+                             decode_key(ec.seed, name), timing, problems=problems)
         out[name] = summarize(rows, in_distribution(task, name))
         if ec.teacher_forced:
             forced[name] = token_kinds.teacher_forced(model_cfg, params, *problems[:2])

@@ -169,6 +169,8 @@ def _run(loaded: Any, s: IGSMRegretSettings) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"regret.cells={list(s.cells)!r}: unknown {unknown}; known: "
                           f"{list(cells)}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"regret.cells={list(s.cells)!r}: a cell is named twice")
     detectors = {v: regret_detector.fit_or_load(loaded, v, s.probe_settings(v),
                                                 loaded.workdir / "regret")
                  for v in ("v1", "v2") if v in s.detectors}
@@ -190,18 +192,17 @@ def _run(loaded: Any, s: IGSMRegretSettings) -> dict[str, Any]:
         decoders[f"observe_{v}"] = (None, regret_decoder(model_cfg, params,
                                                          hook("probe", 0, False), args[v]))
     base = igsm_eval.IGSMEvalConfig(n=s.n, decode_batch=s.decode_batch, seed=s.seed)
-    key = jax.random.key(s.seed)
     table: dict[str, dict[str, Any]] = {row: {} for row in decoders if not row.startswith("obs")}
     quality: dict[str, dict[str, Any]] = {v: {} for v in detectors}
     records = []
-    for i, name in enumerate(names):
+    for name in names:
         in_dist = igsm_eval.in_distribution(exp.task, name)
         for row, (ec, decode) in decoders.items():
             ec = base if ec is None else dataclasses.replace(
                 base, decoder=ec.decoder, beam=ec.beam,
                 decode_batch=max(1, s.decode_batch // ec.beam))
             rows = igsm_eval.generate_cell(model_cfg, params, cells[name], name, ec,
-                                           jax.random.fold_in(key, i), decode=decode)
+                                           igsm_eval.decode_key(s.seed, name), decode=decode)
             records += [{**r, "row": row} for r in rows]
             if row.startswith("observe_"):
                 quality[row[len("observe_"):]][name] = detector_quality(rows)
