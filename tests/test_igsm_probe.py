@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import flax.linen as nn
 import jax
@@ -265,3 +266,49 @@ def test_own_mistake_queries_sit_before_the_first_wrong_step(sampled):
     _, ref = model.apply({"params": params}, seq, capture=("final",))
     np.testing.assert_allclose(np.asarray(acts["final"][0, packed.end[0, 0]]),
                                np.asarray(ref["final"][0, -1]), atol=2e-5)
+
+
+def _mistake_row(reference_records, sentences):
+    """A judged generation (as `eval` writes it) of the given solution sentences."""
+    from physics_lm.eval import igsm_eval
+
+    rec = next(r for r in reference_records("igsm/med_pq_public")
+               if len(r["solution"][:-1].split(". ")) >= 6)
+    v = get_vocab()
+    ids = v.encode_example(rec["problem"], rec["solution"], str(rec["answer"]))
+    prompt = v.decode(ids[: ids.index(v.sol_id) + 1])
+    generated = ". ".join(sentences(rec["solution"][:-1].split(". "))) + "."
+    row = igsm_eval._judged("op=9", rec["problem"], prompt, generated, generated, "0", 9,
+                            True)
+    return row, parse_problem(rec["problem"])
+
+
+def test_mistake_queries_are_asked_where_their_labels_were_taken(reference_records):
+    """The own-mistakes probe asks about the first wrong parameter after the last correct
+    sentence, with the labels of that row; where the label walk stopped earlier (a parameter
+    defined twice, which the judge accepts under a new symbol) the query is dropped."""
+    from physics_lm.probing.igsm_mistakes import _queries
+
+    def wrong_value(s):
+        head, _, old = s.rpartition(" = ")
+        return f"{head} = {(int(old) + 1) % 23}"
+
+    row, problem = _mistake_row(reference_records, lambda s: [*s[:3], wrong_value(s[3])])
+    assert row["first_error"] == 3 and not row["correct"]
+    ids, queries = _queries(row)
+    [q] = [q for q in queries if q["kind"] == "wrong"]
+    labels = row_labels(problem, row["solution"])
+    assert labels.sentences == (-1, 0, 1, 2)
+    col = problem.param_index[problem.name_to_param[q["name"]]]
+    assert q["labels"] == {t: int(getattr(labels, t)[-1, col]) for t in ("can_next",
+                                                                           "nece_next", "known")}
+    assert q["labels"]["known"] == 0 and ids[q["pos"]] == get_vocab().word_to_id(".")
+
+    def duplicate_first(s):  # s0, s0 again under a new symbol, s1, s2, then the wrong s3
+        sym = re.search(r" as (\w+);", s[0]).group(1)
+        again = re.sub(rf"\b{sym}\b", "Z", s[0].split(" as ", 1)[1])
+        return [s[0], f"{s[0].split(' as ', 1)[0]} as {again}", *s[1:3], wrong_value(s[3])]
+
+    row, problem = _mistake_row(reference_records, duplicate_first)
+    assert row["first_error"] == 4 and row_labels(problem, row["solution"]).sentences == (-1, 0)
+    assert [q for q in _queries(row)[1] if q["kind"] == "wrong"] == []

@@ -54,8 +54,11 @@ def _queries(row: dict[str, Any]) -> tuple[list[int], list[dict[str, Any]]]:
     if not row["correct"] and row["first_error"] is not None:
         wrong = [p for n, p in trace if n == row["first_error"]]
         w = row["first_error"]
-        if wrong and w <= len(ends):
-            labels = row_labels(problem, row["solution"])
+        labels = row_labels(problem, row["solution"]) if wrong and w <= len(ends) else None
+        before = [n for n, _ in trace if n < w]
+        # The label walk stops at a parameter defined twice, which the judge accepts under a new
+        # symbol: then its last row is older than the query's position, and the query is dropped.
+        if labels is not None and labels.sentences[-1] == (before[-1] if before else -1):
             col = problem.param_index[wrong[0]]
             out.append({"kind": "wrong", "error_kind": row["error_kind"],
                         "name": problem.name(wrong[0]), "pos": start if w == 0 else ends[w - 1],
