@@ -119,15 +119,19 @@ def test_rows_cut_while_right_are_decoded_again_with_the_whole_budget(load_confi
     assert all(r["extended"] for r in rows)
 
 
-def test_only_rows_without_an_error_so_far_count_as_cut_while_right(reference_records):
+def test_a_cut_row_is_truncated_only_without_an_error_so_far(reference_records):
+    """A row the budget cut is judged on its complete sentences: an earlier error is its first
+    error (the regret detector's recall counts it); "truncated" (and a second pass) only when
+    every complete sentence was right."""
     rec = reference_records("igsm/med_pq_public")[0]
     problem, sents = rec["problem"], rec["solution"][:-1].split(". ")
     head, _, old = sents[0].rpartition(" = ")
     for text, expect in ((". ".join(sents[:2]) + ". Define", True),
                          (f"{head} = {(int(old) + 1) % 23}. Define", False), ("Def", True)):
         row = igsm_eval._judged("op<=3", problem, problem, text, text, None, 3, False)
-        assert row["error_kind"] == "truncated"
         assert igsm_eval._cut_while_right(row) is expect, text
+        assert (row["error_kind"] == "truncated") is expect and not row["correct"]
+        assert row["first_error"] == (None if expect else 0)
 
 
 def test_stopping_without_an_answer_is_judged_not_called_truncated(reference_records):

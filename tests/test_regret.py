@@ -225,3 +225,18 @@ def test_a_saved_detector_is_reused_only_for_the_same_fit(tmp_path, monkeypatch)
     rd.fit_or_load(loaded, "v1", IGSMRegretSettings(v1_steps=9).probe_settings("v1"), tmp_path)
     rd.fit_or_load(SimpleNamespace(step=8), "v1", s.probe_settings("v1"), tmp_path)
     assert fits == [7, 9, 7]  # other settings, another checkpoint: refitted
+
+
+def test_detector_quality_counts_the_first_error_of_a_row_the_budget_cut(reference_records):
+    """A generation cut by the budget after a wrong sentence: the probe's flag on that sentence
+    is a detection (recall), not a false alarm on a "right" step."""
+    from physics_lm.eval import igsm_eval
+
+    rec = reference_records("igsm/med_pq_public")[0]
+    problem, sents = rec["problem"], rec["solution"][:-1].split(". ")
+    head, _, old = sents[0].rpartition(" = ")
+    text = f"{head} = {(int(old) + 1) % 23}. {sents[1]}. Define"
+    row = igsm_eval._judged("op<=3", problem, problem, text, text, None, 3, False)
+    q = detector_quality([{**row, "flags": [1, 0]}])
+    assert row["first_error"] == 0
+    assert q["recall"] == 1.0 and q["n_wrong"] == 1

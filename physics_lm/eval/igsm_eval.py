@@ -9,7 +9,8 @@ official `true_correct` semantics). Per cell (`cells[name]`):
   solutions, the share with no unnecessary parameter: the paper's "level-1" evidence);
   unnecessary_params / unnecessary_ops (mean per correct solution: parameters outside the
   necessary set, and computation steps beyond the problem's op); back_mean ([BACK] sentences per
-  generation); truncated (no answer within max_new tokens); extended (rows the first budget
+  generation); truncated (no answer within max_new tokens and no error in the complete
+  sentences: a cut row that erred before counts its error); extended (rows the first budget
   cut while every sentence was right, decoded again with the whole budget); error_kinds
   (histogram of the first error's kind over wrong generations; `no_answer`: stopped at EOS with
   right steps but no answer field, never counted correct; a row that stopped without one and
@@ -162,13 +163,9 @@ def _longest_budget(model_cfg: ModelConfig, P: int, ec: IGSMEvalConfig) -> int:
 
 
 def _cut_while_right(row: dict[str, Any]) -> bool:
-    """Whether a generation was cut by the budget with no error in its complete sentences."""
-    if row["eos"] or row["error_kind"] != "truncated" or row["solution"] is None:
-        return False
-    complete = row["solution"][: row["solution"].rfind(".") + 1]
-    if not complete.strip(" ."):
-        return True  # not one sentence yet: nothing wrong so far
-    return judge_problem(parse_problem(row["problem"]), complete, None).first_error is None
+    """Whether a generation was cut by the budget with no error in its complete sentences
+    (`_judged` calls only those "truncated")."""
+    return not row["eos"] and row["error_kind"] == "truncated"
 
 
 # decode(prompt_BxP, prompt_len_B, max_new, key) -> DecodeResult: another decoder for a cell
@@ -267,10 +264,18 @@ def _judged(cell: str, problem_text: str, prompt: str, generated: str, solution:
     except ProblemParseError as e:  # our own sampler's text: a generator bug, not the model's
         raise RuntimeError(f"cell {cell}: the sampler's problem does not parse: {e}") from e
     if (solution is None or answer is None) and not done:
-        # BACK sentences still count: a retry model that loops on them never reaches an answer
-        row.update(correct=False, shortest=False, n_unnecessary=0,
-                   n_back=split_steps(generated)[1], n_ops=0, first_error=None,
-                   error_kind="truncated", reason="no answer within max_new")
+        # Cut by the budget: its complete sentences are judged, so an earlier error is the first
+        # error (the regret detector's recall needs it); "truncated" only when all were right.
+        # BACK sentences still count: a retry model that loops on them never reaches an answer.
+        complete = (solution or "")[: (solution or "").rfind(".") + 1]
+        verdict = judge_problem(problem, complete, None).to_dict() if complete.strip(" .") else {}
+        if verdict.get("first_error") is not None:
+            row.update(verdict, correct=False, shortest=False)
+        else:
+            row.update(correct=False, shortest=False, n_unnecessary=0,
+                       n_back=split_steps(generated)[1], n_ops=0, first_error=None,
+                       error_kind="truncated",
+                       reason="no answer within max_new, every complete sentence right")
     elif answer is None:  # stopped (EOS) without an answer field: its steps are still judged
         verdict = judge_problem(problem, solution or "", None).to_dict()
         row.update(verdict, correct=False, shortest=False)
