@@ -244,7 +244,7 @@ def generate_cell(model_cfg: ModelConfig, params: Any, task: IGSMTask, name: str
     # defines unnecessary parameters can outgrow it) are decoded again with the paper's whole
     # budget: cutting them would count them wrong and hide them from the level-1 numbers.
     longer = _longest_budget(model_cfg, P, ec)
-    cut = [r for r in order if longer > max_new and _cut_while_right(by_row[int(r)])]
+    cut = [r for r in order if _cut_while_right(by_row[int(r)])] if longer > max_new else []
     if cut:
         decode_rows(np.asarray(cut), longer, jax.random.fold_in(key, _EXTEND_STREAM))
         for r in cut:
@@ -263,25 +263,25 @@ def _judged(cell: str, problem_text: str, prompt: str, generated: str, solution:
         problem = parse_problem(problem_text)
     except ProblemParseError as e:  # our own sampler's text: a generator bug, not the model's
         raise RuntimeError(f"cell {cell}: the sampler's problem does not parse: {e}") from e
-    if (solution is None or answer is None) and not done:
-        # Cut by the budget: its complete sentences are judged, so an earlier error is the first
-        # error (the regret detector's recall needs it); "truncated" only when all were right.
-        # BACK sentences still count: a retry model that loops on them never reaches an answer.
-        complete = (solution or "")[: (solution or "").rfind(".") + 1]
-        verdict = judge_problem(problem, complete, None).to_dict() if complete.strip(" .") else {}
-        if verdict.get("first_error") is not None:
+    if solution is None or answer is None:
+        # Cut by the budget (its complete sentences) or stopped at EOS without an answer field
+        # (all of it): the steps are judged, so an earlier error is the first error (the regret
+        # detector's recall needs it). BACK sentences still count: a retry model that loops on
+        # them never reaches an answer.
+        text = solution or ""
+        if not done:
+            text = text[: text.rfind(".") + 1]
+        verdict = judge_problem(problem, text, None).to_dict() if done or text.strip(" .") else {}
+        if done or verdict.get("first_error") is not None:
             row.update(verdict, correct=False, shortest=False)
+            if verdict["correct"]:  # every step right: the missing answer is the first error
+                row.update(error_kind="no_answer", first_error=None,
+                           reason="stopped (EOS) without an answer")
         else:
             row.update(correct=False, shortest=False, n_unnecessary=0,
                        n_back=split_steps(generated)[1], n_ops=0, first_error=None,
                        error_kind="truncated",
                        reason="no answer within max_new, every complete sentence right")
-    elif answer is None:  # stopped (EOS) without an answer field: its steps are still judged
-        verdict = judge_problem(problem, solution or "", None).to_dict()
-        row.update(verdict, correct=False, shortest=False)
-        if verdict["correct"]:  # every step right: the missing answer is the first error
-            row.update(error_kind="no_answer", first_error=None,
-                       reason="stopped (EOS) without an answer")
     else:
         row.update(judge_problem(problem, solution, answer).to_dict())
     row["unnecessary_ops"] = max(row["n_ops"] - problem.n_op, 0) if row["correct"] else None
